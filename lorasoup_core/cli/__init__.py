@@ -1,0 +1,31 @@
+"""The `lorasoup` command line (typer). Library commands live here; commands that need Prefect
+(pipeline runs, deployments) are contributed by the `flows` package through the
+`lorasoup.commands` entry-point group, so this package never imports Prefect."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import typer
+
+from lorasoup_core.cli import models as models_cli
+from lorasoup_core.cli import store as store_cli
+
+app = typer.Typer(
+    name="lorasoup",
+    help="Compose LoRA adapters: train a pool, register it in MLflow, compose for new tasks, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(models_cli.app, name="models")
+app.add_typer(store_cli.app, name="store")
+
+
+def _load_plugins() -> None:
+    for ep in importlib.metadata.entry_points(group="lorasoup.commands"):
+        ep.load()(app)
+
+
+def main() -> None:
+    _load_plugins()
+    app()

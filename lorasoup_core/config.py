@@ -1,0 +1,72 @@
+"""Experiment configuration: pydantic models loaded from YAML files under configs/.
+
+Each config file starts with a comment giving the command that runs it. Sections that belong to
+a subsystem (training, composition, evaluation) are defined beside that subsystem and collected
+here; unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate; names the file and the field."""
+
+
+class ModelConfig(StrictModel):
+    spec: str = Field("smollm2-135m", description="Base model: preset name, .gguf path, HF directory or hub id.")
+    device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
+    dtype: str = Field("auto", description="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
+
+
+class StorageConfig(StrictModel):
+    uri: str | None = Field(None, description="Artifact store root; default LORASOUP_STORE or file://~/.lorasoup/artifacts.")
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible service (MinIO, moto, R2 ...).")
+
+
+class TrackingConfig(StrictModel):
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or sqlite under LORASOUP_HOME.")
+    experiment: str = Field("lorasoup", description="MLflow experiment name (one per config).")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, model: type[M]) -> M:
+    """Validate a YAML file against a pydantic model; errors name the file and the field path."""
+    data = read_yaml(path)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        lines = [f"{path}: invalid config ({err.error_count()} problem(s))"]
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {e['msg']}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin typed wrappers over lorasoup_core."""
