@@ -37,6 +37,8 @@ os.environ.setdefault("LORASOUP_MODEL_CACHE", str(Path(__file__).resolve().paren
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LORASOUP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# Data sources read BBH, GSM8K ... from LORASOUP_DATA_DIR when no path is given.
+os.environ.setdefault("LORASOUP_DATA_DIR", str(SHARED_DATA))
 
 
 def pytest_sessionfinish(session, exitstatus):

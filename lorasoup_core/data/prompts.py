@@ -1,0 +1,71 @@
+"""Prompt formatting and tokenisation for causal and seq2seq models.
+
+Causal: ``prompt + " " + target + eos``; labels are -100 on the prompt and padding, so the loss
+falls on target tokens only. Seq2seq: the prompt feeds the encoder, the target is the label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+IGNORE = -100
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_causal(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], max_length: int = 256,
+                  ) -> dict[str, torch.Tensor]:
+    """Right-padded batch with labels on the target tokens (+ EOS). Over-long prompts lose their start,
+    never their target."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    rows = []
+    for prompt, target in zip(prompts, targets, strict=True):
+        p = _ids(tokenizer, prompt)
+        t = _ids(tokenizer, " " + target) + eos
+        t = t[:max_length]
+        p = p[max(0, len(p) - (max_length - len(t))):] if len(p) + len(t) > max_length else p
+        rows.append((p + t, [IGNORE] * len(p) + t))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        attention[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def encode_seq2seq(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], max_length: int = 256,
+                   ) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(prompts), max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+    lab = tokenizer(list(targets), max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+    labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, IGNORE)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def encode(kind: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], max_length: int = 256,
+           ) -> dict[str, torch.Tensor]:
+    """Tokenise (prompt, target) pairs for a model of ``kind`` ('causal' or 'seq2seq')."""
+    if kind == "causal":
+        return encode_causal(tokenizer, prompts, targets, max_length)
+    if kind == "seq2seq":
+        return encode_seq2seq(tokenizer, prompts, targets, max_length)
+    raise ValueError(f"unknown model kind {kind!r}; known: causal, seq2seq")
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean token cross-entropy per example (independent of batch size and padding)."""
+    if kind == "causal":
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE
+    tok = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), labels.clamp_min(0).reshape(-1), reduction="none"
+    ).view(labels.shape)
+    return (tok * mask).sum(1) / mask.sum(1).clamp_min(1)

@@ -1,0 +1,68 @@
+"""What a task is: named (input, target) examples in train/validation/test splits, a prompt template
+and a metric name. Every source in ``lorasoup_core.data.sources`` produces one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lorasoup_core.fingerprint import sha256_json
+
+SPLITS = ("train", "validation", "test")
+
+
+class DataError(ValueError):
+    """Bad task data; the message names the file (and row) at fault."""
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    target: str
+
+
+@dataclass
+class Task:
+    """A task ready for training, composition and evaluation.
+
+    ``template`` formats one input into the model's prompt (``{input}`` is replaced); the target is
+    appended after the prompt for causal models and used as the decoder label for seq2seq models.
+    ``metric`` names an entry of ``lorasoup_core.bench.metrics.METRICS``.
+    """
+
+    name: str
+    train: list[Example]
+    validation: list[Example] = field(default_factory=list)
+    test: list[Example] = field(default_factory=list)
+    template: str = "{input}\nAnswer:"
+    metric: str = "exact_match"
+    source: str = ""  # where it came from (a path, a hub id, "skills:<seed>")
+
+    def prompt(self, example: Example | str) -> str:
+        text = example.input if isinstance(example, Example) else example
+        return self.template.replace("{input}", text)
+
+    def split(self, name: str) -> list[Example]:
+        if name not in SPLITS:
+            raise DataError(f"task {self.name!r}: unknown split {name!r}; known: {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the examples of every split, the template and the metric: what training depends on."""
+        return sha256_json({
+            "template": self.template,
+            "metric": self.metric,
+            **{s: [[e.input, e.target] for e in self.split(s)] for s in SPLITS},
+        })
+
+    def check(self, where: str | None = None) -> Task:
+        """Raise DataError for an empty task or a test example that also appears in train."""
+        where = where or self.source or self.name
+        if not self.train and not self.test:
+            raise DataError(f"{where}: task {self.name!r} has no examples")
+        train_inputs = {e.input: i for i, e in enumerate(self.train)}
+        for row, ex in enumerate(self.test):
+            if ex.input in train_inputs:
+                raise DataError(f"{where}: task {self.name!r}: test row {row} repeats train row "
+                                f"{train_inputs[ex.input]} ({ex.input[:60]!r})")
+        return self
