@@ -8,6 +8,7 @@ import importlib.metadata
 
 import typer
 
+from lorasoup_core.cli import data as data_cli
 from lorasoup_core.cli import models as models_cli
 from lorasoup_core.cli import store as store_cli
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(models_cli.app, name="models")
 app.add_typer(store_cli.app, name="store")
+app.add_typer(data_cli.app, name="data")
 
 
 def _load_plugins() -> None:
