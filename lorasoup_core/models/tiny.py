@@ -29,6 +29,8 @@ def tiny_llama(device: torch.device, dtype: torch.dtype) -> LoadedModel:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
         tie_word_embeddings=False,
+        # The default 0.02 makes logits so small that a LoRA cannot express a confident answer.
+        initializer_range=0.1,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)

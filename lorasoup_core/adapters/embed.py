@@ -1,0 +1,44 @@
+"""Task embeddings: mean-pooled base-model hidden states of a task's inputs, for candidate retrieval."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from lorasoup_core.data import Task
+from lorasoup_core.models import LoadedModel
+
+
+@torch.inference_mode()
+def embed_texts(base: LoadedModel, texts: list[str], batch_size: int = 16, max_length: int = 256) -> np.ndarray:
+    """[len(texts), hidden] mean of the last hidden states over real tokens (the encoder's for seq2seq)."""
+    if not texts:
+        raise ValueError("embed_texts needs at least one text")
+    model, tok = base.model, base.tokenizer
+    body = model.get_encoder() if base.kind == "seq2seq" else model.base_model
+    side = tok.padding_side
+    tok.padding_side = "right"
+    out = []
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i: i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                      max_length=max_length).to(base.device)
+            hidden = body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float().cpu())
+    finally:
+        tok.padding_side = side
+    return torch.cat(out).numpy()
+
+
+def centroid(vectors: np.ndarray) -> list[float]:
+    c = vectors.mean(0)
+    return (c / (np.linalg.norm(c) + 1e-12)).tolist()
+
+
+def task_embedding(base: LoadedModel, task: Task, n: int = 64, seed: int = 0) -> list[float]:
+    """L2-normalised centroid of the embeddings of up to `n` training prompts (a seeded choice)."""
+    examples = task.train if len(task.train) <= n else random.Random(seed).sample(task.train, n)
+    return centroid(embed_texts(base, [task.prompt(e) for e in examples]))
