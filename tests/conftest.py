@@ -121,3 +121,24 @@ def s3_bucket(moto_server):
     name = f"lorasoup-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=name)
     return name
+
+
+# Skills the tiny pool is trained on; the composed targets below need two of them.
+TINY_POOL_SKILLS = ["add", "boolean", "brackets", "compare", "count_items", "date_add", "double", "first_item",
+                    "reverse_list", "sort_words", "uppercase"]
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(tiny_llama):
+    """{skill: PEFT adapter dir} trained on tiny-llama for the upstream skills (shared by the session)."""
+    from lorasoup_core.adapters import TrainingConfig, train_lora
+    from lorasoup_core.data import load_task
+
+    out = {}
+    cfg = TrainingConfig(steps=100, lr=1e-2, batch_size=16, max_validation=16)
+    for skill in TINY_POOL_SKILLS:
+        task = load_task({"source": "skills", "name": skill, "n_train": 200, "n_validation": 16, "n_test": 16})
+        path = _SESSION_TMP / "tiny_pool" / skill
+        train_lora(tiny_llama, task, cfg, path, progress=False, embed_examples=32)
+        out[skill] = path
+    return out

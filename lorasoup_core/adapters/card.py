@@ -1,4 +1,8 @@
-"""The adapter card: lorasoup's metadata beside a plain PEFT adapter directory."""
+"""The adapter card: lorasoup's metadata beside a plain PEFT adapter directory.
+
+The card lives in ``lorasoup_card.json`` next to ``adapter_config.json``; PEFT ignores it, so the
+directory stays loadable by ``PeftModel.from_pretrained`` without lorasoup.
+"""
 
 from __future__ import annotations
 
@@ -8,36 +12,41 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 CARD_FILE = "lorasoup_card.json"
 
 
 def slug(text: str) -> str:
-    """A name safe for store keys and registry names."""
+    """A name safe for store keys and registry names ("HuggingFaceTB/SmolLM2" -> "HuggingFaceTB-SmolLM2")."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:80] or "x"
 
 
 class AdapterCard(BaseModel):
     name: str = Field(description="Adapter name (the task name for pool adapters).")
     task: str = Field(description="The task the adapter was trained (or composed) for.")
-    base_model: str = Field(description="Base model spec.")
+    base_model: str = Field(description="Base model spec (preset, path or hub id).")
     base_fingerprint: str = Field(description="sha256 of the base weights.")
-    data_fingerprint: str = Field(description="sha256 of the task data (or adapter weights when imported).")
+    data_fingerprint: str = Field(description="sha256 of the task data (or of the adapter weights when imported).")
     config_fingerprint: str = Field(description="sha256 of the training (or composition) config.")
     training: dict[str, Any] = Field(default_factory=dict, description="The resolved training config.")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="val_loss, val_loss_base, train_loss ...")
-    rank: int
-    alpha: float
-    target_modules: list[str]
+    metrics: dict[str, float] = Field(default_factory=dict, description="val_loss, val_loss_base, train_loss, "
+                                      "steps, train_tokens, tokens_per_s, seconds.")
+    loss_curve: list[float] = Field(default_factory=list, description="Training loss, at most ~200 evenly "
+                                    "spaced steps (for plots and MLflow series).")
+    rank: int = Field(description="LoRA rank r (the largest when a rank pattern varies it).")
+    alpha: float = Field(description="LoRA alpha.")
+    target_modules: list[str] = Field(description="Adapted module names.")
     embedding: list[float] = Field(default_factory=list, description="Mean-pooled base-model embedding of "
-                                   "the task's training inputs (L2-normalised), for retrieval.")
-    origin: Literal["trained", "imported", "composed"] = "trained"
+                                   "the task's training prompts (L2-normalised), for retrieval.")
+    origin: Literal["trained", "imported", "composed"] = Field("trained", description="How the adapter was made.")
     lineage: dict[str, Any] = Field(default_factory=dict, description="Composed adapters: candidates, method, weights.")
-    created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                            description="UTC creation time (ISO 8601).")
 
     @property
     def store_key(self) -> str:
+        """Where the artifact store keeps this adapter: one key per (base, name, data, config)."""
         return (f"adapters/{slug(self.base_model)}/{slug(self.name)}/"
                 f"{self.data_fingerprint[:12]}-{self.config_fingerprint[:12]}")
 
@@ -45,12 +54,16 @@ class AdapterCard(BaseModel):
     def read(cls, adapter_dir: str | Path) -> AdapterCard:
         path = Path(adapter_dir) / CARD_FILE
         try:
-            return cls.model_validate_json(path.read_text())
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no lorasoup card (is this a lorasoup adapter directory?)") from None
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"{path}: invalid lorasoup card: {problems}") from None
 
-    def write(self, adapter_dir: str | Path) -> None:
+    def write(self, adapter_dir: str | Path) -> Path:
         path = Path(adapter_dir) / CARD_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=1))
-        tmp.replace(path)  # the card is the completion marker of a local adapter directory
+        tmp.write_text(json.dumps(self.model_dump(mode="json"), indent=1), encoding="utf-8")
+        tmp.replace(path)  # atomic: the card is the completion marker of a local adapter directory
+        return path

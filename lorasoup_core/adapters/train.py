@@ -1,9 +1,15 @@
-"""Train one LoRA on one task with PEFT; write a plain PEFT directory plus the lorasoup card."""
+"""Train one LoRA on one task with PEFT; write a plain PEFT directory plus the lorasoup card.
+
+The examples are tokenised once up front (``data.prompts.encode``) and kept on the device; a batch
+is a row index plus a trim to its longest real sequence, so no per-step tokenisation or sorting.
+The training loop syncs with the device only every ``LOG_EVERY`` steps (loss check + progress bar).
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,125 +17,173 @@ from tqdm.auto import tqdm
 
 from lorasoup_core.adapters.card import AdapterCard
 from lorasoup_core.adapters.config import TrainingConfig
-from lorasoup_core.data import DataError, Task
-from lorasoup_core.data.prompts import encode, per_example_loss
+from lorasoup_core.adapters.embed import task_embedding
+from lorasoup_core.data import DataError, Example, Task
+from lorasoup_core.data.prompts import IGNORE, encode, per_example_loss
 from lorasoup_core.models import LoadedModel
 
-LOSS_HISTORY_POINTS = 200
+LOG_EVERY = 10  # steps between device syncs (NaN check, progress bar)
+TRAIN_LOSS_LAST = 10  # train_loss metric: mean of the last N step losses
+LOSS_CURVE_POINTS = 200
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN or infinite loss); names the task and the step."""
 
 
-def encode_examples(base: LoadedModel, task: Task, split: str, max_length: int, limit: int | None = None):
-    examples = task.split(split)[:limit]
+@dataclass
+class Encoded:
+    """Pre-tokenised examples on the device, with their real lengths on the CPU (for sync-free trimming)."""
+
+    tensors: dict[str, torch.Tensor]  # input_ids, attention_mask, labels (right padded)
+    input_len: torch.Tensor  # [n] real input tokens
+    label_len: torch.Tensor  # [n] label width needed (causal: = input_len; seq2seq: target length)
+    kind: str
+
+    @property
+    def n(self) -> int:
+        return len(self.input_len)
+
+
+def encode_examples(base: LoadedModel, task: Task, examples: list[Example], max_length: int) -> Encoded | None:
     if not examples:
         return None
-    return encode(base.kind, base.tokenizer, [task.prompt(e) for e in examples], [e.target for e in examples],
-                  max_length)
+    enc = encode(base.kind, base.tokenizer, [task.prompt(e) for e in examples], [e.target for e in examples],
+                 max_length)
+    input_len = enc["attention_mask"].sum(1)
+    label_len = input_len if base.kind == "causal" else (enc["labels"] != IGNORE).sum(1)
+    return Encoded({k: v.to(base.device) for k, v in enc.items()}, input_len, label_len, base.kind)
 
 
-def batch_of(enc: dict[str, torch.Tensor], idx: torch.Tensor, device: torch.device, kind: str,
-             ) -> dict[str, torch.Tensor]:
-    """Rows `idx`, trimmed to their longest real sequence (encode() pads on the right), on the device."""
-    width = int(enc["attention_mask"][idx].sum(1).max())
-    labels = enc["labels"][idx]
-    # causal labels align with input_ids; seq2seq labels are the decoder's own sequence
-    labels = labels[:, :width] if kind == "causal" else labels[:, : int((labels != -100).sum(1).max())]
-    return {"input_ids": enc["input_ids"][idx, :width].to(device),
-            "attention_mask": enc["attention_mask"][idx, :width].to(device), "labels": labels.contiguous().to(device)}
+def batch_of(enc: Encoded, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Rows `idx` (a CPU tensor), trimmed to their longest real sequence (encode() pads on the right)."""
+    width, label_width = int(enc.input_len[idx].max()), int(enc.label_len[idx].max())
+    dev_idx = idx.to(enc.tensors["input_ids"].device)
+    return {"input_ids": enc.tensors["input_ids"][dev_idx, :width],
+            "attention_mask": enc.tensors["attention_mask"][dev_idx, :width],
+            "labels": enc.tensors["labels"][dev_idx, :label_width]}
+
+
+def batch_plan(n: int, batch_size: int, steps: int, seed: int) -> list[torch.Tensor]:
+    """Row indices for every step: consecutive chunks of a stream of seeded permutations (each epoch sees
+    every example once; a batch may straddle two epochs)."""
+    gen = torch.Generator().manual_seed(seed)
+    need = steps * batch_size
+    stream = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-need // n))])
+    return list(stream[:need].view(steps, batch_size))
+
+
+def batch_tokens(enc: Encoded, idx: torch.Tensor) -> int:
+    """Real tokens the model reads in a batch (encoder + decoder targets for seq2seq)."""
+    return int(enc.input_len[idx].sum()) + (int(enc.label_len[idx].sum()) if enc.kind == "seq2seq" else 0)
 
 
 @torch.inference_mode()
-def validation_loss(model, kind: str, enc: dict[str, torch.Tensor] | None, batch_size: int,
-                    device: torch.device) -> float | None:
+def validation_loss(model, enc: Encoded | None, batch_size: int) -> float | None:
     """Mean over examples of the mean target-token cross-entropy (independent of batch size)."""
     if enc is None:
         return None
     losses = []
-    n = enc["input_ids"].shape[0]
-    for start in range(0, n, batch_size):
-        b = batch_of(enc, torch.arange(start, min(start + batch_size, n)), device, kind)
-        labels = b.pop("labels")
-        if kind == "seq2seq":
-            logits = model(**b, labels=labels).logits
-        else:
-            logits = model(**b).logits
-        losses.append(per_example_loss(logits, labels, kind).float().cpu())
+    for start in range(0, enc.n, batch_size):
+        batch = batch_of(enc, torch.arange(start, min(start + batch_size, enc.n)))
+        labels = batch.pop("labels")
+        # seq2seq: labels build the decoder inputs (shifted right); causal logits align with input_ids
+        logits = model(**batch, labels=labels).logits if enc.kind == "seq2seq" else model(**batch).logits
+        losses.append(per_example_loss(logits, labels, enc.kind).float().cpu())
     return float(torch.cat(losses).mean())
 
 
 def train_lora(base: LoadedModel, task: Task, config: TrainingConfig, out_dir: str | Path, *,
-               progress: bool = True) -> AdapterCard:
-    """Train a LoRA for `task` on `base`; `base.model` is left exactly as it was."""
+               progress: bool = True, embed_examples: int = 64) -> AdapterCard:
+    """Train a LoRA for `task` on `base` and write a plain PEFT directory + card to `out_dir`.
+
+    `base.model` is shared: it is wrapped for training and restored exactly afterwards (LoRA layers
+    removed, train/eval mode and requires_grad flags as before), also when training fails. The global
+    torch RNG is left untouched (training runs under a forked, seeded RNG). `embed_examples` > 0 stores
+    the task embedding of that many training prompts in the card.
+    """
     from peft import LoraConfig, TaskType, get_peft_model
 
     if not task.train:
         raise DataError(f"task {task.name!r} has no train examples")
-    model, device = base.model, base.device
+    model = base.model
     targets = config.targets_for(model)
-    train_enc = encode_examples(base, task, "train", config.max_length)
-    val_enc = encode_examples(base, task, "validation", config.max_length, config.max_validation)
-    val_base = validation_loss(model, base.kind, val_enc, config.eval_batch_size, device)
+    train_enc = encode_examples(base, task, task.train, config.max_length)
+    val_enc = encode_examples(base, task, task.validation[: config.max_validation], config.max_length)
+    val_base = validation_loss(model, val_enc, config.eval_batch_size)
+    embedding = task_embedding(base, task, n=embed_examples, seed=config.seed) if embed_examples else []
 
-    torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
                       task_type=TaskType.CAUSAL_LM if base.kind == "causal" else TaskType.SEQ_2_SEQ_LM)
-    peft_model = get_peft_model(model, lora)
-    try:
-        card = _fit(base, peft_model, task, config, train_enc, val_enc, targets, val_base, Path(out_dir), progress)
-    finally:
-        peft_model.unload()  # drop the LoRA layers: the shared base model is unchanged
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+    was_training = model.training
+    grad_flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    had_peft_config = hasattr(model, "peft_config")
+    devices = [base.device] if base.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        peft_model = get_peft_model(model, lora)  # LoRA A init draws from the seeded RNG
+        try:
+            metrics, curve = _fit(peft_model, task.name, config, train_enc, val_enc, progress)
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            peft_model.save_pretrained(str(out_dir))
+        finally:
+            peft_model.unload()  # swaps every LoRA layer back to its original module: base.model as before
+            if not had_peft_config and hasattr(model, "peft_config"):
+                del model.peft_config
+            model.train(was_training)
+            for name, p in model.named_parameters():
+                p.requires_grad_(grad_flags[name])
+    if val_base is not None:
+        metrics["val_loss_base"] = val_base
+    card = AdapterCard(name=task.name, task=task.name, base_model=base.spec, base_fingerprint=base.fingerprint,
+                       data_fingerprint=task.fingerprint, config_fingerprint=config.fingerprint,
+                       training=config.model_dump(mode="json"), metrics=metrics, loss_curve=curve,
+                       rank=config.rank, alpha=config.alpha, target_modules=targets, embedding=embedding)
+    card.write(out_dir)
     return card
 
 
-def _fit(base, peft_model, task, config, train_enc, val_enc, targets, val_base, out_dir, progress) -> AdapterCard:
-    n = train_enc["input_ids"].shape[0]
-    steps = math.ceil(config.epochs * n / config.batch_size) if config.epochs else config.steps
+def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded, val_enc: Encoded | None,
+         progress: bool) -> tuple[dict[str, float], list[float]]:
+    steps = config.steps_for(train_enc.n)
+    plan = batch_plan(train_enc.n, config.batch_size, steps, config.seed)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (config.warmup_steps + 1)))
-    gen = torch.Generator().manual_seed(config.seed)
-    order = torch.randperm(n, generator=gen)
-    pos, history, tokens = 0, [], 0
+    warmup = config.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    pending: list[torch.Tensor] = []  # step losses not yet read back from the device
+    history: list[float] = []
+    tokens = 0
     peft_model.train()
+    bar = tqdm(total=steps, desc=f"train {task_name}", disable=not progress, leave=False)
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"train {task.name}", disable=not progress, leave=False)
-    for step in bar:
-        if pos + config.batch_size > n and pos > 0:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos: pos + config.batch_size]
-        pos += config.batch_size
-        batch = batch_of(train_enc, idx, base.device, base.kind)
-        tokens += int(batch["attention_mask"].sum())
-        loss = peft_model(**batch).loss
-        value = loss.detach().item()
-        if not math.isfinite(value):
-            raise TrainingError(f"task {task.name!r}: loss is {value} at step {step + 1}; lower the learning rate "
-                                f"(lr={config.lr}) or check the data")
+    for step, idx in enumerate(plan):
+        tokens += batch_tokens(train_enc, idx)
+        loss = peft_model(**batch_of(train_enc, idx)).loss
         loss.backward()
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        history.append(value)
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{value:.3f}")
+        pending.append(loss.detach())
+        if len(pending) == LOG_EVERY or step == steps - 1:
+            values = torch.stack(pending).float().tolist()  # the one sync per LOG_EVERY steps
+            for offset, value in enumerate(values):
+                if not math.isfinite(value):
+                    at = step - len(values) + offset + 2  # 1-based step number
+                    raise TrainingError(f"task {task_name!r}: training loss is {value} at step {at}/{steps}; "
+                                        f"lower the learning rate (lr={config.lr:g}) or check the data")
+            history += values
+            pending.clear()
+            bar.update(len(values))
+            bar.set_postfix(loss=f"{values[-1]:.4f}")
     seconds = time.perf_counter() - t0
+    bar.close()
     peft_model.eval()
-    val_loss = validation_loss(peft_model, base.kind, val_enc, config.eval_batch_size, base.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(out_dir))
-    stride = max(1, len(history) // LOSS_HISTORY_POINTS)
-    metrics = {"train_loss": sum(history[-10:]) / len(history[-10:]), "val_loss": val_loss, "val_loss_base": val_base,
-               "steps": steps, "train_tokens": tokens, "tokens_per_s": tokens / seconds, "seconds": seconds,
-               "loss_history": history[::stride]}
-    card = AdapterCard(name=task.name, task=task.name, base_model=base.spec, base_fingerprint=base.fingerprint,
-                       data_fingerprint=task.fingerprint, config_fingerprint=config.fingerprint,
-                       training=config.model_dump(mode="json"), metrics=metrics, rank=config.rank, alpha=config.alpha,
-                       target_modules=targets)
-    card.write(out_dir)
-    return card
+    metrics = {"train_loss": sum(history[-TRAIN_LOSS_LAST:]) / len(history[-TRAIN_LOSS_LAST:]), "steps": steps,
+               "train_tokens": tokens, "tokens_per_s": tokens / seconds, "seconds": seconds}
+    val_loss = validation_loss(peft_model, val_enc, config.eval_batch_size)
+    if val_loss is not None:
+        metrics["val_loss"] = val_loss
+    stride = max(1, -(-len(history) // LOSS_CURVE_POINTS))
+    return metrics, history[::stride]

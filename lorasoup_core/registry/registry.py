@@ -1,0 +1,177 @@
+"""The adapter registry: one MLflow Model Registry version per adapter, its files in the artifact store.
+
+A version's `source` is the artifact URI; tags carry the task, base model, rank, targets and the
+fingerprints that make registration idempotent. The artifact is published (atomically) before the
+version is created and deleted again if creating the version fails, so neither exists without the other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from lorasoup_core import tracking
+from lorasoup_core.adapters.card import AdapterCard, slug
+from lorasoup_core.storage import ArtifactStore, StoreError, fetch, open_store
+
+PREFIX = "lorasoup"
+FINGERPRINTS = ("base_fingerprint", "data_fingerprint", "config_fingerprint")
+
+
+class RegistryError(LookupError):
+    """A registry lookup that found nothing, or a registration that cannot proceed."""
+
+
+@dataclass
+class AdapterVersion:
+    name: str
+    version: str
+    task: str
+    base_model: str
+    base_fingerprint: str
+    data_fingerprint: str
+    config_fingerprint: str
+    rank: int
+    targets: list[str]
+    store_uri: str
+    origin: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def model_name(base_model: str, adapter: str) -> str:
+    return f"{PREFIX}.{slug(base_model)}.{slug(adapter)}"
+
+
+def _tags(card: AdapterCard, uri: str) -> dict[str, str]:
+    tags = {"task": card.task, "adapter": card.name, "base_model": card.base_model, "rank": str(card.rank),
+            "targets": ",".join(sorted(card.target_modules)), "store_uri": uri, "origin": card.origin,
+            **{k: getattr(card, k) for k in FINGERPRINTS}}
+    for k, v in card.metrics.items():
+        if isinstance(v, (int, float)):
+            tags[f"metric.{k}"] = repr(float(v))
+    if card.lineage:
+        tags["lineage"] = json.dumps(card.lineage, default=str)[:5000]
+    return tags
+
+
+def _version(mv: Any) -> AdapterVersion:
+    t = dict(mv.tags)
+    return AdapterVersion(
+        name=mv.name, version=str(mv.version), task=t.get("task", ""), base_model=t.get("base_model", ""),
+        base_fingerprint=t.get("base_fingerprint", ""), data_fingerprint=t.get("data_fingerprint", ""),
+        config_fingerprint=t.get("config_fingerprint", ""), rank=int(t.get("rank", 0)),
+        targets=[x for x in t.get("targets", "").split(",") if x], store_uri=t.get("store_uri", mv.source),
+        origin=t.get("origin", ""), metrics={k[7:]: float(v) for k, v in t.items() if k.startswith("metric.")},
+        tags=t, run_id=mv.run_id or None, aliases=list(getattr(mv, "aliases", []) or []),
+    )
+
+
+class AdapterRegistry:
+    def __init__(self, tracking_uri: str | None = None, store: ArtifactStore | None = None) -> None:
+        self.client = tracking.client(tracking_uri)
+        self.store = store or open_store()
+
+    # -- queries ------------------------------------------------------------------------------------
+    def _search(self, filters: dict[str, str]) -> list[AdapterVersion]:
+        clauses = [f"name LIKE '{PREFIX}.%'"] + [f"tags.{k} = '{v}'" for k, v in filters.items()]
+        found = self.client.search_model_versions(" AND ".join(clauses), max_results=10000)
+        return [self._with_aliases(mv) for mv in found]
+
+    def _with_aliases(self, mv: Any) -> AdapterVersion:
+        if not getattr(mv, "aliases", None):  # search results may omit aliases
+            mv = self.client.get_model_version(mv.name, mv.version)
+        return _version(mv)
+
+    def find(self, base_fingerprint: str, data_fingerprint: str, config_fingerprint: str) -> AdapterVersion | None:
+        hits = self._search({"base_fingerprint": base_fingerprint, "data_fingerprint": data_fingerprint,
+                             "config_fingerprint": config_fingerprint})
+        return min(hits, key=lambda v: int(v.version)) if hits else None
+
+    def list(self, task: str | None = None, base_model: str | None = None, rank: int | None = None,
+             targets: list[str] | None = None, origin: str | None = None) -> list[AdapterVersion]:
+        filters = {k: v for k, v in {"task": task, "base_model": base_model, "origin": origin,
+                                     "rank": None if rank is None else str(rank),
+                                     "targets": None if targets is None else ",".join(sorted(targets))}.items()
+                   if v is not None}
+        return sorted(self._search(filters), key=lambda v: (v.name, int(v.version)))
+
+    def get(self, ref: str) -> AdapterVersion:
+        """`name@alias` or `name/version`."""
+        try:
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                if alias.lower() == "latest":  # MLflow reserves this alias: it always means the newest version
+                    versions = self.client.search_model_versions(f"name = '{name}'")
+                    if not versions:
+                        raise RegistryError(f"no adapter version {ref!r} in the registry (no versions)")
+                    return _version(max(versions, key=lambda mv: int(mv.version)))
+                return _version(self.client.get_model_version_by_alias(name, alias))
+            name, _, version = ref.rpartition("/")
+            if not name:
+                raise RegistryError(f"adapter reference {ref!r}: expected NAME@ALIAS or NAME/VERSION")
+            return _version(self.client.get_model_version(name, version))
+        except MlflowException as err:
+            raise RegistryError(f"no adapter version {ref!r} in the registry ({err.error_code})") from None
+
+    def download(self, version: AdapterVersion, dest: str | Path) -> Path:
+        """A verified local copy of the version's PEFT directory."""
+        return fetch(version.store_uri, dest)
+
+    # -- writes -------------------------------------------------------------------------------------
+    def register(self, card: AdapterCard, local_dir: str | Path, run_id: str | None = None) -> AdapterVersion:
+        """Publish and create the version; the same fingerprints return the existing version."""
+        existing = self.find(card.base_fingerprint, card.data_fingerprint, card.config_fingerprint)
+        if existing:
+            return existing
+        key = card.store_key
+        if self.store.exists(key):
+            try:  # same content: reuse; other content left by an interrupted run is not referenced: replace
+                artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
+            except StoreError:
+                self.store.delete(key)
+                artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
+        else:
+            artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
+        name = model_name(card.base_model, card.name)
+        try:
+            try:
+                self.client.create_registered_model(name, description=f"LoRA adapters for {card.task} on {card.base_model}")
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = self.client.create_model_version(name, source=artifact.uri, run_id=run_id,
+                                                  tags=_tags(card, artifact.uri),
+                                                  description=f"{card.origin} adapter, sha256 {artifact.sha256[:16]}")
+        except BaseException:
+            self.store.delete(key)  # never an artifact marked live without its version
+            raise
+        return self.get(f"{name}/{mv.version}")
+
+    def set_champion_if_better(self, version: AdapterVersion, metric: str = "val_loss",
+                               lower_is_better: bool = True) -> bool:
+        """Move `champion` to this version only when its metric strictly improves on the champion's."""
+        value = version.metrics.get(metric)
+        if value is None:
+            return False
+        try:
+            current = self.get(f"{version.name}@champion")
+        except RegistryError:
+            current = None
+        if current is not None:
+            best = current.metrics.get(metric)
+            if current.version == version.version or (best is not None and not (
+                    value < best if lower_is_better else value > best)):
+                return False
+        self.client.set_registered_model_alias(version.name, "champion", version.version)
+        return True

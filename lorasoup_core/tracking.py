@@ -1,0 +1,187 @@
+"""MLflow tracking through an explicit client and run ids.
+
+Pipeline steps run in worker threads or processes, where MLflow's fluent "active run" is not
+shared; every call here names its run, and nested runs carry their parent's id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from lorasoup_core.reporting import ResultRow, markdown_table, plot_objective_traces, plot_scores, plot_weights
+from lorasoup_core.settings import get_settings
+
+PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAM = 6000  # MLflow's limit on a param value
+
+
+def client(tracking_uri: str | None = None) -> MlflowClient:
+    uri = tracking_uri or get_settings().tracking_uri
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(name: str, tracking_uri: str | None = None, artifact_location: str | None = None) -> str:
+    """The id of the named experiment, created when missing (one experiment per config)."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # created concurrently by another worker
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit(repo: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def start_run(experiment: str, name: str, *, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+              tracking_uri: str | None = None) -> str:
+    """Create a run (nested under ``parent_run_id`` when given) and return its id."""
+    c = client(tracking_uri)
+    all_tags = {"mlflow.runName": name, **(tags or {})}
+    commit = git_commit()
+    if commit:
+        all_tags.setdefault("mlflow.source.git.commit", commit)
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    run = c.create_run(experiment_id(experiment, tracking_uri), tags=all_tags, run_name=name)
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED", tracking_uri: str | None = None) -> None:
+    client(tracking_uri).set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def run(experiment: str, name: str, *, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
+        tracking_uri: str | None = None) -> Iterator[str]:
+    """A run that ends FINISHED, or FAILED when the block raises."""
+    run_id = start_run(experiment, name, parent_run_id=parent_run_id, tags=tags, tracking_uri=tracking_uri)
+    try:
+        yield run_id
+    except BaseException:
+        end_run(run_id, "FAILED", tracking_uri)
+        raise
+    end_run(run_id, "FINISHED", tracking_uri)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {'a.b.c': 'value'}: params are the fully resolved config."""
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return {prefix.rstrip("."): text[:_MAX_PARAM]}
+
+
+def log_params(run_id: str, params: Mapping[str, Any], tracking_uri: str | None = None) -> None:
+    flat = flatten(dict(params))
+    items = [Param(k, v) for k, v in flat.items()]
+    c = client(tracking_uri)
+    for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+        c.log_batch(run_id, params=items[i: i + 100])
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, tracking_uri: str | None = None) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items() if v is not None]
+    if items:
+        client(tracking_uri).log_batch(run_id, metrics=items)
+
+
+def log_series(run_id: str, key: str, values: list[float], tracking_uri: str | None = None) -> None:
+    """A curve (loss per step, objective per evaluation) as one metric with steps."""
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(_metric_key(key), float(v), now, i) for i, v in enumerate(values)]
+    c = client(tracking_uri)
+    for i in range(0, len(items), 1000):
+        c.log_batch(run_id, metrics=items[i: i + 1000])
+
+
+def set_tags(run_id: str, tags: Mapping[str, Any], tracking_uri: str | None = None) -> None:
+    client(tracking_uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def _metric_key(key: str) -> str:
+    # MLflow metric names allow alphanumerics, _ - . / and spaces
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in key)
+
+
+def log_results(run_id: str, rows: list[ResultRow], *, weights: Mapping[str, Mapping[str, float]] | None = None,
+                traces: Mapping[str, list[float]] | None = None, tracking_uri: str | None = None) -> str:
+    """Log the task x method results as an MLflow table, metrics, a markdown file and plots.
+
+    Returns the markdown table.
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    c = client(tracking_uri)
+    table = markdown_table(rows)
+    data = {k: [getattr(r, k) for r in rows] for k in ("task", "method", "score", "ci_low", "ci_high", "n")}
+    with _tracking_uri(tracking_uri):
+        mlflow.log_table(data, artifact_file="results/results.json", run_id=run_id)
+    log_metrics(run_id, {f"score/{r.task}/{r.method}": r.score for r in rows}, tracking_uri=tracking_uri)
+    c.log_text(run_id, table, "results/results.md")
+    figures = {"results/scores.png": plot_scores(rows)}
+    if weights:
+        figures["results/weights.png"] = plot_weights(weights)
+    if traces:
+        figures["results/objective_traces.png"] = plot_objective_traces(traces)
+    for path, fig in figures.items():
+        c.log_figure(run_id, fig, path)
+        plt.close(fig)
+    return table
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str | None) -> Iterator[None]:
+    """mlflow.log_table resolves its client from the global URI; point it at ours for the call."""
+    import mlflow
+
+    if uri is None:
+        yield
+        return
+    old = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old)
+
+
+def log_dir(run_id: str, local_dir: str | Path, artifact_path: str, tracking_uri: str | None = None) -> None:
+    client(tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def log_json(run_id: str, value: Any, artifact_file: str, tracking_uri: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text(json.dumps(value, indent=2, default=str))
+        parent = str(Path(artifact_file).parent)
+        client(tracking_uri).log_artifact(run_id, str(path), None if parent == "." else parent)

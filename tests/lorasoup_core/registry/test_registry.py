@@ -1,0 +1,109 @@
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import pytest
+
+from lorasoup_core.adapters import AdapterCard
+from lorasoup_core.registry import AdapterRegistry, RegistryError
+from lorasoup_core.storage import open_store
+
+
+def _registry(tmp_path, tracking_uri=None, store_uri=None):
+    return AdapterRegistry(tracking_uri=tracking_uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           store=open_store(store_uri or (tmp_path / "store").as_uri()))
+
+
+def test_register_is_idempotent_and_round_trips(tmp_path, tiny_pool):
+    reg = _registry(tmp_path)
+    card = AdapterCard.read(tiny_pool["add"])
+    v = reg.register(card, tiny_pool["add"])
+    assert v.version == "1" and v.task == "add" and v.rank == 8 and v.targets == ["q_proj", "v_proj"]
+    assert reg.get(f"{v.name}@latest").ref == v.ref and v.metrics["val_loss"] == pytest.approx(card.metrics["val_loss"])
+    assert reg.register(card, tiny_pool["add"]).ref == v.ref  # same fingerprints: the same version
+    assert len(reg.list()) == 1
+    assert reg.find(card.base_fingerprint, card.data_fingerprint, card.config_fingerprint).ref == v.ref
+    local = reg.download(reg.get(f"{v.name}@latest"), tmp_path / "dl")
+    assert (local / "adapter_model.safetensors").read_bytes() == (tiny_pool["add"] / "adapter_model.safetensors").read_bytes()
+
+    other = reg.register(AdapterCard.read(tiny_pool["double"]), tiny_pool["double"])
+    assert [x.task for x in reg.list(rank=8, targets=["v_proj", "q_proj"], base_model="tiny-llama")] == ["add", "double"]
+    assert reg.list(task="double")[0].ref == other.ref and reg.list(rank=4) == []
+    with pytest.raises(RegistryError, match="no adapter version 'lorasoup.tiny-llama.add@champion'"):
+        reg.get("lorasoup.tiny-llama.add@champion")
+
+
+def test_champion_moves_only_on_improvement(tmp_path, tiny_pool):
+    reg = _registry(tmp_path)
+    card = AdapterCard.read(tiny_pool["add"])
+    v1 = reg.register(card, tiny_pool["add"])
+    assert reg.set_champion_if_better(v1)
+    worse = card.model_copy(update={"config_fingerprint": "b" * 64,
+                                    "metrics": {**card.metrics, "val_loss": card.metrics["val_loss"] + 1}})
+    v2 = reg.register(worse, tiny_pool["add"])
+    assert not reg.set_champion_if_better(v2)
+    better = card.model_copy(update={"config_fingerprint": "c" * 64, "metrics": {**card.metrics, "val_loss": 0.0}})
+    v3 = reg.register(better, tiny_pool["add"])
+    assert reg.set_champion_if_better(v3)
+    assert reg.get(f"{v1.name}@champion").version == v3.version == "3"
+    assert reg.get(f"{v1.name}@latest").version == "3"
+
+
+def test_failed_version_creation_leaves_no_artifact(tmp_path, tiny_pool):
+    reg = _registry(tmp_path)
+    # a metric name MLflow refuses as a tag key makes the version creation itself fail
+    card = AdapterCard.read(tiny_pool["add"]).model_copy(update={"metrics": {"bad\nname": 1.0}})
+    with pytest.raises(Exception, match="(?i)invalid"):
+        reg.register(card, tiny_pool["add"])
+    assert reg.store.list("adapters/") == [] and reg.list() == []
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, s3_bucket):
+    """A real `mlflow server` on 127.0.0.1 whose artifacts go to S3 on the moto server."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", f"s3://{s3_bucket}/mlflow"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(proc.stderr.read().decode()[-2000:]) from None
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not start in 60 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_real_mlflow_server_with_s3_artifacts(tmp_path, tiny_pool, mlflow_server, s3_bucket, moto_server):
+    reg = _registry(tmp_path, tracking_uri=mlflow_server, store_uri=f"s3://{s3_bucket}/lorasoup")
+    from lorasoup_core import tracking
+
+    with tracking.run("registry-test", "train add", tracking_uri=mlflow_server) as run_id:
+        tracking.log_metrics(run_id, {"val_loss": 1.0}, tracking_uri=mlflow_server)
+        tracking.log_json(run_id, {"hello": 1}, "notes/hello.json", tracking_uri=mlflow_server)
+    v = reg.register(AdapterCard.read(tiny_pool["add"]), tiny_pool["add"], run_id=run_id)
+    assert v.store_uri.startswith(f"s3://{s3_bucket}/lorasoup/adapters/tiny-llama/add/") and v.run_id == run_id
+    again = AdapterRegistry(tracking_uri=mlflow_server, store=open_store(f"s3://{s3_bucket}/lorasoup"))
+    local = again.download(again.get(f"{v.name}@latest"), tmp_path / "dl")
+    assert AdapterCard.read(local).task == "add"
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert any(k.startswith("lorasoup/adapters/tiny-llama/add/") and k.endswith("adapter_model.safetensors") for k in keys)
+    assert any(k.startswith("mlflow/") and k.endswith("notes/hello.json") for k in keys)
