@@ -1,2 +1,14 @@
-"""Evaluation harness: a sandbox for model-generated code (``sandbox``), answer extraction
-(``answers``) and metrics with bootstrap intervals (``metrics``). Import the submodules directly."""
+"""Evaluation: benchmarks (BBH, skills, GSM8K, GSM-hard), batched generation, metrics, the code sandbox."""
+
+from lorasoup_core.bench.generation import GenerationResult, generate
+from lorasoup_core.bench.harness import (
+           BENCHMARKS,
+           MODES,
+           BenchmarkConfig,
+           EvalReport,
+           evaluate,
+           evaluate_task,
+)
+
+__all__ = ["BENCHMARKS", "MODES", "BenchmarkConfig", "EvalReport", "GenerationResult", "evaluate", "evaluate_task",
+           "generate"]
