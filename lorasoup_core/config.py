@@ -37,7 +37,8 @@ class StorageConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or sqlite under LORASOUP_HOME.")
-    experiment: str = Field("lorasoup", description="MLflow experiment name (one per config).")
+    experiment: str | None = Field(None, description="MLflow experiment name; default: the config's name "
+                                   "(one experiment per config).")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""Prefect tasks: thin typed wrappers over lorasoup_core."""
+"""Prefect tasks: thin typed wrappers over lorasoup_core, with retries and backoff on I/O only."""

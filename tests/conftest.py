@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -142,3 +147,37 @@ def tiny_pool(tiny_llama):
         train_lora(tiny_llama, task, cfg, path, progress=False, embed_examples=32)
         out[skill] = path
     return out
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, s3_bucket):
+    """A real `mlflow server` on 127.0.0.1 whose artifacts go to S3 on the moto server."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", f"s3://{s3_bucket}/mlflow"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """Wait until `url` answers, failing early (with its stderr) if `proc` exits."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+                raise RuntimeError(f"{proc.args[:4]} exited: {err}") from None
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")

@@ -1,8 +1,3 @@
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import boto3
 import pytest
@@ -59,36 +54,6 @@ def test_failed_version_creation_leaves_no_artifact(tmp_path, tiny_pool):
     with pytest.raises(Exception, match="(?i)invalid"):
         reg.register(card, tiny_pool["add"])
     assert reg.store.list("adapters/") == [] and reg.list() == []
-
-
-@pytest.fixture
-def mlflow_server(tmp_path, s3_bucket):
-    """A real `mlflow server` on 127.0.0.1 whose artifacts go to S3 on the moto server."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", f"s3://{s3_bucket}/mlflow"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(proc.stderr.read().decode()[-2000:]) from None
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("mlflow server did not start in 60 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.slow

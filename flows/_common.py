@@ -1,0 +1,37 @@
+"""Helpers shared by the flows: config resolution and task runners."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lorasoup_core.experiment import ExperimentConfig, load_experiment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_config(config: str | dict[str, Any] | ExperimentConfig) -> ExperimentConfig:
+    """A config given as a YAML path (relative to the working directory or the repository) or a mapping."""
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, dict):
+        return ExperimentConfig.model_validate(config)
+    path = Path(config)
+    if not path.is_file() and (REPO_ROOT / path).is_file():
+        path = REPO_ROOT / path
+    return load_experiment(path)
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i: i + size] for i in range(0, len(items), size)]
+
+
+def task_runner(dask_address: str | None = None, max_workers: int | None = None):
+    """Threads by default; a Dask cluster (the `dask` extra) when given its address."""
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=max_workers)

@@ -1,0 +1,52 @@
+"""`lorasoup run`, `lorasoup retrain` and `lorasoup deploy`: the commands that need Prefect.
+
+Registered on the `lorasoup` CLI through the `lorasoup.commands` entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (see configs/)."),
+        remote: bool = typer.Option(False, help="Run training/composition as deployments on the GPU work pool."),
+    ) -> None:
+        """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
+        from flows.experiment import experiment
+
+        result = experiment(config=str(config), remote=remote)
+        typer.echo(result["table"])
+        typer.echo(f"\nMLflow run {result['run_id']} in experiment {result['experiment']!r} at {result['tracking_uri']}")
+        typer.echo(f"report: {result['report_uri']}")
+
+    @app.command("retrain")
+    def retrain(
+        config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML whose pool is retrained."),
+    ) -> None:
+        """Retrain adapters whose data or config changed and re-run dependent experiments."""
+        from flows.retrain_pool import retrain_pool
+
+        summary = retrain_pool(config=str(config))
+        typer.echo(summary)
+
+    @app.command("deploy")
+    def deploy(
+        prefect_file: Path = typer.Option(None, help="Deployment definitions (default deployments/prefect.yaml)."),
+        only: list[str] = typer.Option(None, "--only", help="Deploy only these deployment names."),
+        pool_type: str = typer.Option("process", help="Type for work pools that do not exist yet."),
+        check: bool = typer.Option(False, "--check", help="Validate the definitions; create nothing."),
+    ) -> None:
+        """Create the CPU/GPU work pools and the deployments on the Prefect API ($PREFECT_API_URL)."""
+        from flows import deploy as d
+
+        path = prefect_file or d.PREFECT_FILE
+        if check:
+            specs = d.validate(path)
+            typer.echo(f"{path}: {len(specs)} deployments valid")
+            return
+        for name in d.deploy_all(path, only=only, pool_type=pool_type):
+            typer.echo(f"deployed {name}")

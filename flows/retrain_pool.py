@@ -1,0 +1,45 @@
+"""retrain_pool: the scheduled job. Retrain only adapters whose data or config changed (the registry
+is keyed on fingerprints), move `champion` only when validation improves, and re-run the registered
+experiments that depend on a changed adapter.
+
+    lorasoup retrain --config configs/demo.yaml     (deployed nightly by deployments/prefect.yaml)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows._common import resolve_config, task_runner
+from flows.experiment import experiment
+from flows.train_pool import train_pool
+from lorasoup_core.experiment.retrain_steps import dependent_experiments
+from tasks._policies import IO_RETRIES
+
+
+@task(cache_policy=NONE, **IO_RETRIES)
+def find_dependent_experiments(base_model: str, changed: list[str], tracking_uri: str | None) -> list[str]:
+    return dependent_experiments(base_model, changed, tracking_uri)
+
+
+@flow(name="retrain-pool", log_prints=True)
+def retrain_pool(config: str | dict[str, Any], rerun_experiments: bool = True) -> dict[str, Any]:
+    cfg = resolve_config(config)
+    log = get_run_logger()
+    runner = task_runner(cfg.pool.dask_address, cfg.pool.concurrency)
+    pool = train_pool.with_options(task_runner=runner)(config=cfg.model_dump(mode="json"))
+    log.info("retrained %d adapter(s): %s; unchanged: %d", len(pool["trained"]), pool["trained"], len(pool["skipped"]))
+    rerun: list[str] = []
+    if rerun_experiments and pool["trained"]:
+        rerun = find_dependent_experiments(cfg.model.spec, pool["trained"], cfg.tracking.tracking_uri)
+        for path in rerun:
+            log.info("re-running experiment %s", path)
+            experiment(config=path)
+    return {"trained": pool["trained"], "skipped": pool["skipped"], "rerun": rerun}
+
+
+if __name__ == "__main__":
+    print(retrain_pool(sys.argv[1]))

@@ -1,0 +1,81 @@
+"""The experiment as a deployment on real servers: `prefect server start`, a process worker on a work
+pool, `mlflow server` with S3 artifacts on moto's server; all bound to 127.0.0.1 and stopped here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import boto3
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO_ROOT, free_port, wait_http
+from tests.flows.conftest import tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+BIN = os.path.dirname(sys.executable)
+
+
+def _start(args, env, log):
+    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_deployment_on_real_servers(tmp_path, mlflow_server, s3_bucket, moto_server):
+    cfg = tiny_config(tmp_path, name="served-experiment")
+    cfg["storage"] = {"uri": f"s3://{s3_bucket}/lorasoup"}
+    cfg["tracking"] = {"tracking_uri": mlflow_server}
+    cfg["methods"] = ["lorahub", "uniform"]
+    cfg["eval"]["baselines"] = ["zero-shot"]
+    config_path = write_config(tmp_path, cfg)
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(yaml.safe_dump({"name": "t", "deployments": [{
+        "name": "tiny", "entrypoint": "flows/experiment.py:experiment", "parameters": {"config": str(config_path)},
+        "work_pool": {"name": "test-cpu", "job_variables": {}}}]}))
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
+           "LORASOUP_HOME": str(tmp_path / "home")}
+    log = open(tmp_path / "servers.log", "wb")
+    server = _start([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    worker = None
+    try:
+        wait_http(f"{api}/health", server, timeout=120)
+        out = subprocess.run([f"{BIN}/lorasoup", "deploy", "--prefect-file", str(prefect_file)], env=env, cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "deployed experiment/tiny" in out.stdout
+        worker = _start([f"{BIN}/prefect", "worker", "start", "--pool", "test-cpu", "--type", "process"], env, log)
+        run = subprocess.run([f"{BIN}/prefect", "deployment", "run", "experiment/tiny", "--watch",
+                              "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=660)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-3000:] + (tmp_path / "servers.log").read_text()[-3000:]
+        assert "Completed" in run.stdout
+    finally:
+        for p in (worker, server):
+            if p is not None:
+                _stop(p)
+        log.close()
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("served-experiment")
+    parents = client.search_runs([exp.experiment_id], "tags.`lorasoup.kind` = 'experiment'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert "score/count_then_add/lorahub" in parents[0].data.metrics
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert any(k.startswith("lorasoup/adapters/tiny-llama/count_items/") for k in keys)
+    assert any(k.startswith("lorasoup/reports/served-experiment/") for k in keys)
+    assert any(k.startswith("mlflow/") and k.endswith("results/results.json") for k in keys)
