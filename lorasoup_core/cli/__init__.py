@@ -8,8 +8,11 @@ import importlib.metadata
 
 import typer
 
+from lorasoup_core.cli import compose as compose_cli
 from lorasoup_core.cli import data as data_cli
+from lorasoup_core.cli import eval as eval_cli
 from lorasoup_core.cli import models as models_cli
+from lorasoup_core.cli import pool as pool_cli
 from lorasoup_core.cli import store as store_cli
 
 app = typer.Typer(
@@ -21,6 +24,9 @@ app = typer.Typer(
 app.add_typer(models_cli.app, name="models")
 app.add_typer(store_cli.app, name="store")
 app.add_typer(data_cli.app, name="data")
+app.add_typer(pool_cli.app, name="pool")
+app.command("eval")(eval_cli.eval_cmd)
+app.command("compose")(compose_cli.compose_cmd)
 
 
 def _load_plugins() -> None:

@@ -1,0 +1,29 @@
+"""`lorasoup pool list`, `lorasoup compose` and `lorasoup eval` on tiny-llama against the session's registry."""
+
+from typer.testing import CliRunner
+
+from lorasoup_core.adapters import AdapterCard
+from lorasoup_core.cli import app
+from lorasoup_core.registry import AdapterRegistry
+
+runner = CliRunner()
+
+
+def test_compose_list_and_eval(tiny_pool, shared_data):
+    reg = AdapterRegistry()
+    for skill in ("add", "count_items", "first_item"):
+        reg.register(AdapterCard.read(tiny_pool[skill]), tiny_pool[skill])
+    out = runner.invoke(app, ["compose", "--model", "tiny-llama", "--target", "skills:count_items", "--method",
+                              "lorahub", "--filter", "embedding", "-k", "2", "--budget", "6"])
+    assert out.exit_code == 0, out.output
+    assert "registered lorasoup.tiny-llama.count_items-lorahub/1" in out.output and "count_items=" in out.output
+
+    listed = runner.invoke(app, ["pool", "list", "--base", "tiny-llama"])
+    assert listed.exit_code == 0 and "count_items-lorahub" in listed.output and "lorasoup.tiny-llama.add" in listed.output
+
+    ev = runner.invoke(app, ["eval", "--benchmark", "skills", "--tasks", "count_then_add", "--model", "tiny-llama",
+                             "--limit", "3", "--adapter", "lorasoup.tiny-llama.count_items-lorahub@latest"])
+    assert ev.exit_code == 0, ev.output
+    assert "count_then_add" in ev.output and "macro average" in ev.output and "examples_per_s=" in ev.output
+    bad = runner.invoke(app, ["eval", "--benchmark", "nope", "--model", "tiny-llama"])
+    assert bad.exit_code == 2 and "unknown benchmark 'nope'" in bad.output
