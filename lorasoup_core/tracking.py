@@ -164,9 +164,7 @@ def _tracking_uri(uri: str | None) -> Iterator[None]:
     """mlflow.log_table resolves its client from the global URI; point it at ours for the call."""
     import mlflow
 
-    if uri is None:
-        yield
-        return
+    uri = uri or get_settings().tracking_uri
     old = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
