@@ -17,7 +17,13 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from lorasoup_core.reporting import ResultRow, markdown_table, plot_objective_traces, plot_scores, plot_weights
+from lorasoup_core.reporting import (
+    ResultRow,
+    markdown_table,
+    plot_objective_traces,
+    plot_scores,
+    plot_weights,
+)
 from lorasoup_core.settings import get_settings
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -139,13 +145,11 @@ def log_results(run_id: str, rows: list[ResultRow], *, weights: Mapping[str, Map
     Returns the markdown table.
     """
     import matplotlib.pyplot as plt
-    import mlflow
 
     c = client(tracking_uri)
     table = markdown_table(rows)
     data = {k: [getattr(r, k) for r in rows] for k in ("task", "method", "score", "ci_low", "ci_high", "n")}
-    with _tracking_uri(tracking_uri):
-        mlflow.log_table(data, artifact_file="results/results.json", run_id=run_id)
+    c.log_table(run_id, data, artifact_file="results/results.json")
     log_metrics(run_id, {f"score/{r.task}/{r.method}": r.score for r in rows}, tracking_uri=tracking_uri)
     c.log_text(run_id, table, "results/results.md")
     figures = {"results/scores.png": plot_scores(rows)}
@@ -157,20 +161,6 @@ def log_results(run_id: str, rows: list[ResultRow], *, weights: Mapping[str, Map
         c.log_figure(run_id, fig, path)
         plt.close(fig)
     return table
-
-
-@contextlib.contextmanager
-def _tracking_uri(uri: str | None) -> Iterator[None]:
-    """mlflow.log_table resolves its client from the global URI; point it at ours for the call."""
-    import mlflow
-
-    uri = uri or get_settings().tracking_uri
-    old = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old)
 
 
 def log_dir(run_id: str, local_dir: str | Path, artifact_path: str, tracking_uri: str | None = None) -> None:
