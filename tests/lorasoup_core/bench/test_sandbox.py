@@ -26,6 +26,17 @@ MODE = sandbox_mode()
 GUARD_VARIANTS = [True, pytest.param(False, marks=pytest.mark.skipif(MODE != "namespace", reason=MODE))]
 
 
+_BEFORE: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _existing_children():
+    """Children the test session had before this test (e.g. a Prefect test server) are not leaks."""
+    _BEFORE.clear()
+    _BEFORE.update(p.split()[0] for p in sandbox_processes())
+    yield
+
+
 def sandbox_processes() -> list[str]:
     """Processes that are our children or run as a sandbox uid (none may outlive a run)."""
     found = []
@@ -38,7 +49,7 @@ def sandbox_processes() -> list[str]:
             continue
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
         uid, ppid = int(fields["Uid"].split()[0]), int(fields["PPid"])
-        if ppid == os.getpid() or _UID_BASE <= uid < _UID_BASE + _UID_SPAN:
+        if (ppid == os.getpid() or _UID_BASE <= uid < _UID_BASE + _UID_SPAN) and entry not in _BEFORE:
             found.append(f"{entry} uid={uid} {fields.get('Name', '').strip()}")
     return found
 
