@@ -23,17 +23,6 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"\nMLflow run {result['run_id']} in experiment {result['experiment']!r} at {result['tracking_uri']}")
         typer.echo(f"report: {result['report_uri']}")
 
-    pool_app = next(g.typer_instance for g in app.registered_groups if g.name == "pool")
-
-    @pool_app.command("train")
-    def pool_train(config: Path = typer.Option(..., "--config", "-c", help="Experiment or pool YAML.")) -> None:
-        """Train and register the config's pool (tasks already registered are skipped)."""
-        from flows.train_pool import train_pool
-
-        result = train_pool(config=str(config))
-        typer.echo(f"trained {len(result['trained'])}: {', '.join(result['trained']) or '-'}; "
-                   f"skipped {len(result['skipped'])} (already registered)")
-
     @app.command("retrain")
     def retrain(
         config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML whose pool is retrained."),

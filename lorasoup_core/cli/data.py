@@ -1,40 +1,49 @@
-"""`lorasoup data`: list and inspect tasks from any source."""
+"""`lorasoup data`: list sources and their tasks, show a task's examples."""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Task data: list tasks of a source, show a task's examples.", no_args_is_help=True)
+app = typer.Typer(help="Task data: list the sources or a source's tasks, show a task's examples.",
+                  no_args_is_help=True)
 
 
 @app.command("list")
 def list_cmd(source: str = typer.Argument(None, help="A source (skills, bbh ...); omitted: list the sources."),
-             path: str = typer.Option(None, help="Directory to read (default: LORASOUP_DATA_DIR).")) -> None:
-    """List the sources, or the tasks a source offers."""
+             path: str = typer.Option(None, help="Directory or hub id to read (default: LORASOUP_DATA_DIR/<source>)."),
+             ) -> None:
+    """List the sources (with what each reads), or the tasks a source offers."""
     from lorasoup_core.data import SOURCES, DataError, list_tasks
 
     if source is None:
-        typer.echo("\n".join(SOURCES.names()))
+        for name in SOURCES.names():
+            doc = (SOURCES.get(name).__doc__ or "").strip().splitlines()
+            typer.echo(f"{name:12s} {doc[0] if doc else ''}")
         return
     try:
         typer.echo("\n".join(list_tasks(source, path)))
-    except (DataError, KeyError) as err:
-        raise typer.BadParameter(str(err)) from None
+    except DataError as err:
+        raise typer.BadParameter(str(err), param_hint="SOURCE") from None
 
 
 @app.command("show")
 def show(spec: str = typer.Argument(..., help="source:name, e.g. skills:count_then_add or bbh:navigate."),
-         n: int = typer.Option(3, "--n", help="Examples to print per split.")) -> None:
-    """Split sizes, fingerprint and a few formatted examples of a task."""
-    from lorasoup_core.data import SPLITS, DataError, load_task
+         n: int = typer.Option(3, "--n", min=0, help="Examples to print per split."),
+         path: str = typer.Option(None, help="File, directory or hub id (default: the source's place under "
+                                  "LORASOUP_DATA_DIR)."),
+         seed: int = typer.Option(0, help="Seed for splitting (and for generating skills)."),
+         ) -> None:
+    """Split sizes, fingerprint, metric and a few formatted examples (prompt, then target) of a task."""
+    from lorasoup_core.data import SPLITS, DataError, load_task, parse_spec
 
     try:
-        task = load_task(spec)
-    except (DataError, KeyError) as err:
-        raise typer.BadParameter(str(err)) from None
-    typer.echo(f"{task.name}  metric={task.metric}  fingerprint={task.fingerprint[:16]}  source={task.source}")
+        task_spec = parse_spec(spec).model_copy(update={"path": path, "seed": seed})
+        task = load_task(task_spec)
+    except DataError as err:
+        raise typer.BadParameter(str(err), param_hint="SPEC") from None
+    sizes = ", ".join(f"{s}={len(task.split(s))}" for s in SPLITS)
+    typer.echo(f"task: {task.name}\nsource: {task.source}\nmetric: {task.metric}\nsplits: {sizes}\n"
+               f"fingerprint: {task.fingerprint}")
     for s in SPLITS:
-        examples = task.split(s)
-        typer.echo(f"\n[{s}: {len(examples)} examples]")
-        for ex in examples[:n]:
-            typer.echo(f"{task.prompt(ex)} {ex.target}\n")
+        for i, ex in enumerate(task.split(s)[:n]):
+            typer.echo(f"\n--- {s} {i} ---\n{task.prompt(ex)} {ex.target}")

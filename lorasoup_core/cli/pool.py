@@ -1,22 +1,90 @@
-"""`lorasoup pool`: the registered adapters (`pool train` comes with the pipeline commands)."""
+"""`lorasoup pool`: train, import and list the adapters registered in MLflow."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(help="The adapter pool in the MLflow registry.", no_args_is_help=True)
 
+COLUMNS = ("name", "ver", "task", "base", "rank", "aliases", "val_loss", "uri")
+
+
+def _registry(tracking_uri: str | None, store: str | None):
+    from lorasoup_core.registry import AdapterRegistry
+    from lorasoup_core.storage import open_store
+
+    return AdapterRegistry(tracking_uri=tracking_uri, store=open_store(store))
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [COLUMNS, *rows])
+
 
 @app.command("list")
-def list_cmd(task: str = typer.Option(None), base: str = typer.Option(None, help="Base model spec."),
-             rank: int = typer.Option(None), origin: str = typer.Option(None, help="trained, imported or composed."),
+def list_cmd(task: str = typer.Option(None, help="Only adapters for this task."),
+             base: str = typer.Option(None, help="Only adapters for this base model spec (e.g. smollm2-135m)."),
+             rank: int = typer.Option(None, help="Only adapters of this LoRA rank."),
+             origin: str = typer.Option(None, help="trained, imported or composed."),
+             tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI)."),
              ) -> None:
-    """Registered adapter versions with their tags."""
-    from lorasoup_core.registry import AdapterRegistry
-
-    versions = AdapterRegistry().list(task=task, base_model=base, rank=rank, origin=origin)
-    typer.echo(f"{'name':45} {'ver':>3} {'task':20} {'rank':>4} {'val_loss':>8}  aliases  uri")
+    """Registered adapter versions: name, version, task, base model, rank, aliases, val_loss, store URI."""
+    versions = _registry(tracking_uri, None).list(task=task, base_model=base, rank=rank, origin=origin)
+    rows = []
     for v in versions:
         loss = v.metrics.get("val_loss")
-        typer.echo(f"{v.name:45} {v.version:>3} {v.task:20} {v.rank:>4} "
-                   f"{'' if loss is None else f'{loss:.3f}':>8}  {','.join(v.aliases):7}  {v.store_uri}")
+        rows.append((v.name, v.version, v.task, v.base_model, str(v.rank), ",".join(v.aliases),
+                     "" if loss is None else f"{loss:.4f}", v.store_uri))
+    typer.echo(_table(rows) if rows else "no registered adapters match")
+
+
+@app.command("train")
+def train_cmd(config: Path = typer.Option(..., "--config", "-c", help="Pool YAML (configs/pool_skills.yaml) or an "
+                                          "experiment YAML, whose `pool` section is used."),
+              progress: bool = typer.Option(True, help="Show training progress bars."),
+              ) -> None:
+    """Train and register one adapter per task; tasks already registered with the same base, data and
+    training config are skipped."""
+    from lorasoup_core.config import ConfigError
+    from lorasoup_core.pool import load_pool, train_pool
+
+    try:
+        cfg = load_pool(config)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--config") from None
+    report = train_pool(cfg, progress=progress)
+    for task, v in report.versions.items():
+        typer.echo(f"{task}: {v.ref} ({'trained' if task in report.trained else 'already registered'})")
+    typer.echo(f"trained {len(report.trained)}, skipped {len(report.skipped)}")
+
+
+@app.command("import")
+def import_cmd(sources: list[str] = typer.Argument(..., help="PEFT LoRA directories, hub ids (owner/name, online "
+                                                   "or cached) or lorahub:flan-t5-large (LoraHub's pool, online)."),
+               model: str = typer.Option(..., "--model", "-m", help="Base model spec the adapters are for."),
+               device: str = typer.Option("cpu", help="Device for loading the base model."),
+               store: str = typer.Option(None, help="Artifact store URI (default LORASOUP_STORE)."),
+               tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI)."),
+               ) -> None:
+    """Check existing LoRA adapters against the base model and register those that fit.
+
+    Exits with code 1 when any adapter was rejected (the others are still registered)."""
+    from lorasoup_core.models import ModelSpecError, load_model
+    from lorasoup_core.pool import import_adapters
+
+    try:
+        base = load_model(model, device=device)
+    except ModelSpecError as err:
+        raise typer.BadParameter(str(err), param_hint="--model") from None
+    report = import_adapters(sources, base, _registry(tracking_uri, store))
+    for src, v in report.ok.items():
+        typer.echo(f"registered {src} -> {v.ref}")
+        for w in report.warnings.get(src, []):
+            typer.echo(f"  warning: {w}")
+    for why in report.rejected.values():
+        typer.echo(f"rejected: {why}", err=True)
+    typer.echo(f"imported {len(report.ok)}, rejected {len(report.rejected)}")
+    if report.rejected:
+        raise typer.Exit(1)

@@ -6,11 +6,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from lorasoup_core.config import StrictModel
 from lorasoup_core.data.task import DataError, Task
-from lorasoup_core.plugins import Registry
+from lorasoup_core.plugins import Registry, UnknownPluginError
 
 
 class TaskSpec(StrictModel):
@@ -18,8 +18,9 @@ class TaskSpec(StrictModel):
     name: str = Field(description="Task name (a BBH task file stem, a skill, or any name for file sources).")
     path: str | None = Field(None, description="File, directory or hub id; default: the source's place under "
                              "LORASOUP_DATA_DIR.")
-    fields: dict[str, str] = Field(default_factory=dict, description="Field names for file sources: "
-                                   "{'input': ..., 'target': ...}.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Field names for json/jsonl/hf sources: "
+                                   "{'input': ..., 'target': ...}; json also 'list' (the key holding the rows), "
+                                   "hf also 'config' (the hub config name).")
     template: str | None = Field(None, description="Prompt template with {input}; default per source.")
     metric: str | None = Field(None, description="Metric name (lorasoup_core.bench.metrics); default per source.")
     seed: int = Field(0, description="Seed for splitting (and for generating skills).")
@@ -28,10 +29,21 @@ class TaskSpec(StrictModel):
     n_test: int | None = Field(None, ge=0, description="Test examples (cap).")
 
 
-# A source: TaskSpec -> Task; `names(path)` lists the tasks a source offers.
+# A source: TaskSpec -> Task, one module each under sources/; LISTERS[name](path) lists a source's tasks.
 Source = Callable[[TaskSpec], Task]
 SOURCES: Registry[Source] = Registry("data source")
 LISTERS: dict[str, Callable[[str | None], list[str]]] = {}
+
+
+class UnknownSourceError(DataError, UnknownPluginError):
+    """A source name nobody registered (a DataError, and the registry's KeyError); lists the known ones."""
+
+
+def get_source(name: str) -> Source:
+    try:
+        return SOURCES.get(name)
+    except UnknownPluginError as err:
+        raise UnknownSourceError(str(err)) from None
 
 
 def data_dir(sub: str, path: str | None) -> Path:
@@ -47,15 +59,21 @@ def data_dir(sub: str, path: str | None) -> Path:
                         "task spec or set LORASOUP_DATA_DIR to a directory holding bbh/, gsm8k/ ...")
     p = Path(root).expanduser() / sub
     if not p.exists():
-        raise DataError(f"{p}: not found (LORASOUP_DATA_DIR={root}); pass `path:` in the task spec")
+        raise DataError(f"{p}: not found (looked under LORASOUP_DATA_DIR={root}); pass `path:` in the task spec "
+                        "or point LORASOUP_DATA_DIR at the data directory")
     return p
 
 
 def parse_spec(spec: TaskSpec | dict | str) -> TaskSpec:
+    """A TaskSpec from itself, a dict (a config section) or the shorthand 'source:name'."""
     if isinstance(spec, TaskSpec):
         return spec
     if isinstance(spec, dict):
-        return TaskSpec.model_validate(spec)
+        try:
+            return TaskSpec.model_validate(spec)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
+            raise DataError(f"task spec {spec!r}: {problems}") from None
     source, sep, name = spec.partition(":")
     if not sep or not name:
         raise DataError(f"task {spec!r}: expected 'source:name' (e.g. skills:add, bbh:navigate); sources: "
@@ -66,7 +84,7 @@ def parse_spec(spec: TaskSpec | dict | str) -> TaskSpec:
 def load_task(spec: TaskSpec | dict | str) -> Task:
     """Load and check a task from any registered source."""
     s = parse_spec(spec)
-    task = SOURCES.get(s.source)(s)
+    task = get_source(s.source)(s)
     if s.template:
         task.template = s.template
     if s.metric:
@@ -75,8 +93,9 @@ def load_task(spec: TaskSpec | dict | str) -> Task:
 
 
 def list_tasks(source: str, path: str | None = None) -> list[str]:
-    SOURCES.get(source)
+    """Task names a source offers (BBH task files, skills, the .json(l) files of a directory ...)."""
+    get_source(source)
     lister = LISTERS.get(source)
     if lister is None:
-        raise DataError(f"source {source!r} cannot list its tasks; name a file with `path:`")
+        raise DataError(f"source {source!r} cannot list its tasks; name a file or hub id with `path:`")
     return lister(path)

@@ -4,6 +4,7 @@ and a metric name. Every source in ``lorasoup_core.data.sources`` produces one o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lorasoup_core.fingerprint import sha256_json
 
@@ -16,8 +17,12 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
+    """One (input, target) pair. ``meta`` carries what a source keeps beside the target (GSM8K's worked
+    answer, GSM-hard's PAL code); it takes no part in equality, hashing or the task fingerprint."""
+
     input: str
     target: str
+    meta: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass

@@ -65,7 +65,11 @@ def _tags(card: AdapterCard, uri: str) -> dict[str, str]:
     return tags
 
 
-def _version(mv: Any) -> AdapterVersion:
+def _quote(value: str) -> str:
+    return str(value).replace("'", "''")  # MLflow filter strings are single-quoted
+
+
+def _version(mv: Any, aliases: list[str] | None = None) -> AdapterVersion:
     t = dict(mv.tags)
     return AdapterVersion(
         name=mv.name, version=str(mv.version), task=t.get("task", ""), base_model=t.get("base_model", ""),
@@ -73,7 +77,7 @@ def _version(mv: Any) -> AdapterVersion:
         config_fingerprint=t.get("config_fingerprint", ""), rank=int(t.get("rank", 0)),
         targets=[x for x in t.get("targets", "").split(",") if x], store_uri=t.get("store_uri", mv.source),
         origin=t.get("origin", ""), metrics={k[7:]: float(v) for k, v in t.items() if k.startswith("metric.")},
-        tags=t, run_id=mv.run_id or None, aliases=list(getattr(mv, "aliases", []) or []),
+        tags=t, run_id=mv.run_id or None, aliases=list(aliases if aliases is not None else mv.aliases or []),
     )
 
 
@@ -84,14 +88,23 @@ class AdapterRegistry:
 
     # -- queries ------------------------------------------------------------------------------------
     def _search(self, filters: dict[str, str]) -> list[AdapterVersion]:
-        clauses = [f"name LIKE '{PREFIX}.%'"] + [f"tags.{k} = '{v}'" for k, v in filters.items()]
+        clauses = [f"name LIKE '{PREFIX}.%'"] + [f"tags.{k} = '{_quote(v)}'" for k, v in filters.items()]
         found = self.client.search_model_versions(" AND ".join(clauses), max_results=10000)
-        return [self._with_aliases(mv) for mv in found]
+        # search results omit aliases: read them once per registered model, with its newest version
+        aliases = {name: self._aliases(name) for name in {mv.name for mv in found}}
+        return [_version(mv, aliases[mv.name].get(str(mv.version), [])) for mv in found]
 
-    def _with_aliases(self, mv: Any) -> AdapterVersion:
-        if not getattr(mv, "aliases", None):  # search results may omit aliases
-            mv = self.client.get_model_version(mv.name, mv.version)
-        return _version(mv)
+    def _aliases(self, name: str) -> dict[str, list[str]]:
+        """{version: [aliases]} of one registered model; `latest` marks the newest version (MLflow
+        reserves that alias name, so it is computed, never stored)."""
+        out: dict[str, list[str]] = {}
+        for alias, version in self.client.get_registered_model(name).aliases.items():
+            out.setdefault(str(version), []).append(alias)
+        newest = self.client.search_model_versions(f"name = '{_quote(name)}'", max_results=1,
+                                                   order_by=["version_number DESC"])
+        if newest:
+            out.setdefault(str(newest[0].version), []).insert(0, "latest")
+        return out
 
     def find(self, base_fingerprint: str, data_fingerprint: str, config_fingerprint: str) -> AdapterVersion | None:
         hits = self._search({"base_fingerprint": base_fingerprint, "data_fingerprint": data_fingerprint,
@@ -107,20 +120,24 @@ class AdapterRegistry:
         return sorted(self._search(filters), key=lambda v: (v.name, int(v.version)))
 
     def get(self, ref: str) -> AdapterVersion:
-        """`name@alias` or `name/version`."""
+        """`name@alias` (`latest` = the newest version) or `name/version`."""
         try:
             if "@" in ref:
                 name, alias = ref.split("@", 1)
                 if alias.lower() == "latest":  # MLflow reserves this alias: it always means the newest version
-                    versions = self.client.search_model_versions(f"name = '{name}'")
-                    if not versions:
+                    newest = self.client.search_model_versions(f"name = '{_quote(name)}'", max_results=1,
+                                                               order_by=["version_number DESC"])
+                    if not newest:
                         raise RegistryError(f"no adapter version {ref!r} in the registry (no versions)")
-                    return _version(max(versions, key=lambda mv: int(mv.version)))
-                return _version(self.client.get_model_version_by_alias(name, alias))
-            name, _, version = ref.rpartition("/")
-            if not name:
-                raise RegistryError(f"adapter reference {ref!r}: expected NAME@ALIAS or NAME/VERSION")
-            return _version(self.client.get_model_version(name, version))
+                    mv = newest[0]
+                else:
+                    mv = self.client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, version = ref.rpartition("/")
+                if not name:
+                    raise RegistryError(f"adapter reference {ref!r}: expected NAME@ALIAS or NAME/VERSION")
+                mv = self.client.get_model_version(name, version)
+            return _version(mv, self._aliases(mv.name).get(str(mv.version), []))
         except MlflowException as err:
             raise RegistryError(f"no adapter version {ref!r} in the registry ({err.error_code})") from None
 
@@ -130,23 +147,26 @@ class AdapterRegistry:
 
     # -- writes -------------------------------------------------------------------------------------
     def register(self, card: AdapterCard, local_dir: str | Path, run_id: str | None = None) -> AdapterVersion:
-        """Publish and create the version; the same fingerprints return the existing version."""
+        """Publish the directory, then create the version (source = the artifact URI); the same
+        fingerprints return the existing version. A failure after publishing removes the artifact
+        again unless some version already references it: never an artifact without its version."""
         existing = self.find(card.base_fingerprint, card.data_fingerprint, card.config_fingerprint)
         if existing:
             return existing
         key = card.store_key
-        if self.store.exists(key):
-            try:  # same content: reuse; other content left by an interrupted run is not referenced: replace
-                artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
-            except StoreError:
-                self.store.delete(key)
-                artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
-        else:
+        try:
+            artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
+        except StoreError:
+            if not self.store.exists(key) or self._referenced(self.store.uri_for(key)):
+                raise
+            # other content under the key, left by an interrupted registration and never referenced: replace
+            self.store.delete(key)
             artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
         name = model_name(card.base_model, card.name)
         try:
             try:
-                self.client.create_registered_model(name, description=f"LoRA adapters for {card.task} on {card.base_model}")
+                self.client.create_registered_model(
+                    name, description=f"LoRA adapters for {card.task} on {card.base_model}")
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -154,9 +174,19 @@ class AdapterRegistry:
                                                   tags=_tags(card, artifact.uri),
                                                   description=f"{card.origin} adapter, sha256 {artifact.sha256[:16]}")
         except BaseException:
-            self.store.delete(key)  # never an artifact marked live without its version
+            if not self._referenced(artifact.uri):
+                self.store.delete(key)
             raise
+        if run_id:  # link back from the training run to its version
+            self.client.set_tag(run_id, "lorasoup.model_version", f"{name}/{mv.version}")
         return self.get(f"{name}/{mv.version}")
+
+    def _referenced(self, uri: str) -> bool:
+        try:
+            return bool(self.client.search_model_versions(
+                f"name LIKE '{PREFIX}.%' AND tags.store_uri = '{_quote(uri)}'", max_results=1))
+        except MlflowException:
+            return True  # cannot tell: keep the artifact (an orphan is safer than a broken version)
 
     def set_champion_if_better(self, version: AdapterVersion, metric: str = "val_loss",
                                lower_is_better: bool = True) -> bool:

@@ -1,13 +1,36 @@
-"""Reading JSON / JSONL rows with errors that name the file and the row."""
+"""Reading JSON / JSONL rows with errors that name the file and the row, and the split rules the
+file sources share."""
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorasoup_core.data.task import DataError, Example
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record and where it came from, so a bad field is reported as `<file>: row 3 (line 5): ...`."""
+
+    data: Any
+    path: Path | str
+    where: str  # "row 3", or "row 3 (line 5)" for JSONL
+
+    def get(self, name: str) -> str:
+        if not isinstance(self.data, dict):
+            raise DataError(f"{self.path}: {self.where}: expected an object, got {type(self.data).__name__}")
+        value = self.data.get(name)
+        if value is None:
+            raise DataError(f"{self.path}: {self.where}: missing field {name!r} (has: {', '.join(sorted(self.data))})")
+        return str(value)
+
+    def optional(self, name: str) -> str:
+        value = self.data.get(name) if isinstance(self.data, dict) else None
+        return "" if value is None else str(value)
 
 
 def read_text(path: Path) -> str:
@@ -19,18 +42,21 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path}: invalid UTF-8 at byte {err.start} (line {line})") from None
 
 
-def read_rows(path: Path, list_key: str | None = None) -> list[dict[str, Any]]:
+def read_rows(path: Path, list_key: str | None = None) -> list[Row]:
     """Rows of a .jsonl file, a JSON list, or a JSON object holding a list under `list_key`."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     text = read_text(path)
+    rows: list[Row] = []
     if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
+        for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                data = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {i}: invalid JSON ({err.msg})") from None
+                raise DataError(f"{path}: line {line_no}: invalid JSON ({err.msg})") from None
+            rows.append(Row(data, path, f"row {len(rows)} (line {line_no})"))
     else:
         try:
             data = json.loads(text)
@@ -42,18 +68,14 @@ def read_rows(path: Path, list_key: str | None = None) -> list[dict[str, Any]]:
             data = data[list_key]
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a list of rows")
-        rows = data
+        rows = [Row(d, path, f"row {i}") for i, d in enumerate(data)]
     if not rows:
         raise DataError(f"{path}: no examples")
     return rows
 
 
-def field(row: Any, name: str, path: Path, i: int) -> str:
-    if not isinstance(row, dict):
-        raise DataError(f"{path}: row {i}: expected an object, got {type(row).__name__}")
-    if name not in row or row[name] is None:
-        raise DataError(f"{path}: row {i}: missing field {name!r} (has: {', '.join(sorted(row))})")
-    return str(row[name])
+def examples(rows: list[Row], input_field: str = "input", target_field: str = "target") -> list[Example]:
+    return [Example(r.get(input_field), r.get(target_field)) for r in rows]
 
 
 def split(examples: list[Example], seed: int, n_train: int | None, n_validation: int | None,
@@ -68,3 +90,25 @@ def split(examples: list[Example], seed: int, n_train: int | None, n_validation:
     n_va = min(default_validation if n_validation is None else n_validation, max(len(shuffled) - n_tr - 1, 0))
     train, val, test = shuffled[:n_tr], shuffled[n_tr: n_tr + n_va], shuffled[n_tr + n_va:]
     return train, val, test[:n_test] if n_test is not None else test
+
+
+VALIDATION_NAMES = ("validation", "valid", "dev")
+
+
+def assemble(splits: dict[str, list[Example]], seed: int, n_train: int | None, n_validation: int | None,
+             n_test: int | None, default_validation: int = 50) -> tuple[list, list, list]:
+    """Official splits (train / validation|valid|dev / test), capped. Without an official validation
+    split one is carved from the seed-shuffled train split; a lone split is divided by `split`."""
+    val_name = next((n for n in VALIDATION_NAMES if n in splits), None)
+    if len(splits) == 1:
+        pool = next(iter(splits.values()))
+        return split(pool, seed, n_train, n_validation, n_test, len(pool) // 2, min(default_validation, len(pool) // 10))
+    train = list(splits.get("train", []))
+    if val_name is not None:
+        val = splits[val_name][:n_validation]
+    else:
+        random.Random(seed).shuffle(train)
+        n_va = min(default_validation if n_validation is None else n_validation, max(len(train) - 1, 0))
+        val, train = train[:n_va], train[n_va:]
+    test = splits.get("test", [])
+    return train[:n_train], val, test[:n_test]

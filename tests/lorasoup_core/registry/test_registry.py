@@ -45,6 +45,8 @@ def test_champion_moves_only_on_improvement(tmp_path, tiny_pool):
     assert reg.set_champion_if_better(v3)
     assert reg.get(f"{v1.name}@champion").version == v3.version == "3"
     assert reg.get(f"{v1.name}@latest").version == "3"
+    assert {x.version: x.aliases for x in reg.list(task="add")} == {"1": [], "2": [], "3": ["latest", "champion"]}
+    assert not reg.set_champion_if_better(v3)  # equal is no improvement
 
 
 def test_failed_version_creation_leaves_no_artifact(tmp_path, tiny_pool):
@@ -56,6 +58,19 @@ def test_failed_version_creation_leaves_no_artifact(tmp_path, tiny_pool):
     assert reg.store.list("adapters/") == [] and reg.list() == []
 
 
+def test_failed_registration_keeps_an_artifact_another_version_uses(tmp_path, tiny_pool):
+    reg = _registry(tmp_path)
+    card = AdapterCard.read(tiny_pool["add"])
+    v1 = reg.register(card, tiny_pool["add"])
+    # another base fingerprint (so no existing version matches) but the same store key as v1
+    clash = card.model_copy(update={"base_fingerprint": "f" * 64, "metrics": {"bad\nname": 1.0}})
+    assert clash.store_key == card.store_key
+    with pytest.raises(Exception, match="(?i)invalid"):
+        reg.register(clash, tiny_pool["add"])
+    assert reg.store.exists(card.store_key) and [x.ref for x in reg.list()] == [v1.ref]
+    assert (reg.download(v1, tmp_path / "dl") / "adapter_config.json").is_file()
+
+
 @pytest.mark.slow
 def test_real_mlflow_server_with_s3_artifacts(tmp_path, tiny_pool, mlflow_server, s3_bucket, moto_server):
     reg = _registry(tmp_path, tracking_uri=mlflow_server, store_uri=f"s3://{s3_bucket}/lorasoup")
@@ -64,11 +79,18 @@ def test_real_mlflow_server_with_s3_artifacts(tmp_path, tiny_pool, mlflow_server
     with tracking.run("registry-test", "train add", tracking_uri=mlflow_server) as run_id:
         tracking.log_metrics(run_id, {"val_loss": 1.0}, tracking_uri=mlflow_server)
         tracking.log_json(run_id, {"hello": 1}, "notes/hello.json", tracking_uri=mlflow_server)
-    v = reg.register(AdapterCard.read(tiny_pool["add"]), tiny_pool["add"], run_id=run_id)
+    card = AdapterCard.read(tiny_pool["add"])
+    v = reg.register(card, tiny_pool["add"], run_id=run_id)
     assert v.store_uri.startswith(f"s3://{s3_bucket}/lorasoup/adapters/tiny-llama/add/") and v.run_id == run_id
+    assert reg.set_champion_if_better(v) and reg.register(card, tiny_pool["add"]).ref == v.ref
     again = AdapterRegistry(tracking_uri=mlflow_server, store=open_store(f"s3://{s3_bucket}/lorasoup"))
-    local = again.download(again.get(f"{v.name}@latest"), tmp_path / "dl")
-    assert AdapterCard.read(local).task == "add"
+    assert again.find(card.base_fingerprint, card.data_fingerprint, card.config_fingerprint).ref == v.ref
+    champion = again.get(f"{v.name}@champion")
+    assert champion.aliases == ["latest", "champion"] and champion.metrics["val_loss"] == card.metrics["val_loss"]
+    local = again.download(champion, tmp_path / "dl")
+    for name in ("adapter_config.json", "adapter_model.safetensors", "lorasoup_card.json"):
+        assert (local / name).read_bytes() == (tiny_pool["add"] / name).read_bytes()
+    assert again.client.get_run(run_id).data.tags["lorasoup.model_version"] == v.ref
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert any(k.startswith("lorasoup/adapters/tiny-llama/add/") and k.endswith("adapter_model.safetensors") for k in keys)
     assert any(k.startswith("mlflow/") and k.endswith("notes/hello.json") for k in keys)
