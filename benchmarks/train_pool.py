@@ -13,12 +13,12 @@ loss curves step by step (0 on CPU: the runs compute the same thing).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 
 import torch
+from _report import emit  # benchmarks/ is on sys.path when a script runs
 
 from lorasoup_core.adapters import TrainingConfig, train_lora
 from lorasoup_core.adapters.train import (
@@ -109,12 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": round(plain_tps / ours_tps, 3),
         "max_loss_diff": max(abs(a - b) for a, b in zip(best_ours[2], plain_curve, strict=True)),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>24}: {v}")
-    return result
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

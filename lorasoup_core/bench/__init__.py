@@ -1,14 +1,8 @@
 """Evaluation: benchmarks (BBH, skills, GSM8K, GSM-hard), batched generation, metrics, the code sandbox."""
 
+from lorasoup_core.bench.benchmarks import BENCHMARKS, BenchmarkConfig
 from lorasoup_core.bench.generation import GenerationResult, generate
-from lorasoup_core.bench.harness import (
-           BENCHMARKS,
-           MODES,
-           BenchmarkConfig,
-           EvalReport,
-           evaluate,
-           evaluate_task,
-)
+from lorasoup_core.bench.harness import MODES, EvalReport, benchmark_tasks, evaluate, evaluate_task
 
-__all__ = ["BENCHMARKS", "MODES", "BenchmarkConfig", "EvalReport", "GenerationResult", "evaluate", "evaluate_task",
-           "generate"]
+__all__ = ["BENCHMARKS", "MODES", "BenchmarkConfig", "EvalReport", "GenerationResult", "benchmark_tasks",
+           "evaluate", "evaluate_task", "generate"]

@@ -1,60 +1,126 @@
 """Batched greedy generation: left padding (causal) or encoder batching (seq2seq), prompts sorted by
-length, stop strings, a progress bar with examples/s, and throughput numbers."""
+token length, stop strings (generation stops early and the text is cut before them), a progress bar
+with examples/s, and the throughput numbers a run reports."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lorasoup_core.models import LoadedModel
 
 
 @dataclass
 class GenerationResult:
+    """Texts in the prompts' order, and throughput: examples/s, generated tokens/s (up to the stop
+    string or EOS), prompt tokens per example (what ICL costs over zero-shot)."""
+
     texts: list[str]
     examples_per_s: float
     gen_tokens_per_s: float
     prompt_tokens_per_example: float
+    n: int = 0
+    seconds: float = 0.0
+    gen_tokens: int = 0
+    prompt_tokens: int = 0
+
+    @staticmethod
+    def combine(results: Sequence[GenerationResult]) -> dict[str, float]:
+        """Throughput over several runs (totals, not a mean of rates)."""
+        n = sum(r.n for r in results)
+        seconds = max(sum(r.seconds for r in results), 1e-9)
+        return {"examples_per_s": n / seconds, "gen_tokens_per_s": sum(r.gen_tokens for r in results) / seconds,
+                "prompt_tokens_per_example": sum(r.prompt_tokens for r in results) / max(n, 1),
+                "examples": float(n), "seconds": seconds}
 
 
-def cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string. Leading whitespace is dropped first: a newline before any
+    content does not end an answer ("Answer:\n(B)\n" gives "(B)")."""
+    text = text.lstrip()
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
     return text[:cut]
 
 
+class StopOnStrings(StoppingCriteria):
+    """Marks a row finished once its generated text contains a stop string (per row, so finished rows
+    only get padding while the rest of the batch goes on). Only the tail of the generated tokens is
+    decoded each step: enough tokens to hold the longest stop string."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, [s for s in stop if s], prompt_len
+        longest = max(len(tokenizer(s, add_special_tokens=False)["input_ids"]) for s in self.stop)
+        self.window = 2 * longest + 4  # tokenisation in context can split a stop string differently
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: Any) -> torch.BoolTensor:
+        tail = input_ids[:, self.prompt_len:][:, -self.window:]
+        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
+        return torch.tensor([any(s in t.lstrip() for s in self.stop) for t in texts], dtype=torch.bool,
+                            device=input_ids.device)
+
+
+def _unpack(loaded: LoadedModel | tuple[Any, Any, str]) -> tuple[Any, Any, str, torch.device]:
+    if isinstance(loaded, LoadedModel):
+        return loaded.model, loaded.tokenizer, loaded.kind, loaded.device
+    model, tokenizer, kind = loaded
+    if kind not in ("causal", "seq2seq"):
+        raise ValueError(f"model kind must be 'causal' or 'seq2seq', got {kind!r}")
+    return model, tokenizer, kind, next(model.parameters()).device
+
+
 @torch.inference_mode()
-def generate(base: LoadedModel, prompts: list[str], max_new_tokens: int = 16, stop: list[str] | None = None,
-             batch_size: int = 16, model=None, progress: bool = True) -> GenerationResult:
-    """Greedy continuations of `prompts` (in their order). `model` overrides base.model (e.g. a PEFT model)."""
-    model = model or base.model
-    tok = base.tokenizer
-    stop = stop or []
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+def generate(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence[str], max_new_tokens: int = 16,
+             stop: Sequence[str] | None = None, batch_size: int = 16, model: Any = None,
+             progress: bool = True, **generate_kwargs: Any) -> GenerationResult:
+    """Greedy continuations of ``prompts`` (returned in their order), cut before the first stop string.
+
+    ``loaded`` is a LoadedModel or (model, tokenizer, kind); ``model`` overrides its model (e.g. the
+    base with a PEFT adapter). Prompts are batched longest first so a batch holds similar lengths.
+    Extra keyword arguments go to ``model.generate`` (e.g. min_new_tokens).
+    """
+    base_model, tok, kind, device = _unpack(loaded)
+    model = model if model is not None else base_model
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1 (got {batch_size}, {max_new_tokens})")
+    stop = [s for s in (stop or []) if s]
+    if not prompts:
+        return GenerationResult([], 0.0, 0.0, 0.0)
+    ids = tok(list(prompts), add_special_tokens=True)["input_ids"]
+    order = sorted(range(len(prompts)), key=lambda i: -len(ids[i]))
     texts: list[str] = [""] * len(prompts)
     side = tok.padding_side
-    tok.padding_side = "left" if base.kind == "causal" else "right"
+    tok.padding_side = "left" if kind == "causal" else "right"  # causal continues from the last position
+    special = {tok.pad_token_id, tok.eos_token_id}
     prompt_tokens = gen_tokens = 0
     t0 = time.perf_counter()
     bar = tqdm(total=len(prompts), desc="generate", unit="ex", disable=not progress, leave=False)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True).to(base.device)
+            enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(device)
             prompt_tokens += int(enc["attention_mask"].sum())
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            new = out[:, enc["input_ids"].shape[1]:] if base.kind == "causal" else out
-            for row, i in zip(new, idx, strict=True):
-                ids = [t for t in row.tolist() if t not in (tok.pad_token_id, tok.eos_token_id)]
-                gen_tokens += len(ids)
-                texts[i] = cut_at_stop(tok.decode(ids, skip_special_tokens=True), stop)
+            width = enc["input_ids"].shape[1] if kind == "causal" else 0
+            criteria = StoppingCriteriaList([StopOnStrings(tok, stop, width)] if stop else [])
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 use_cache=True, stopping_criteria=criteria, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id, **generate_kwargs)
+            for row, i in zip(out[:, width:].tolist(), idx, strict=True):
+                new = [t for t in row if t not in special]
+                text = tok.decode(new, skip_special_tokens=True)
+                texts[i] = cut_at_stop(text, stop)
+                gen_tokens += len(new)
             bar.update(len(idx))
-            bar.set_postfix(ex_per_s=f"{bar.n / (time.perf_counter() - t0):.1f}")
+            bar.set_postfix(ex_per_s=f"{bar.n / (time.perf_counter() - t0):.2f}")
     finally:
         tok.padding_side = side
         bar.close()
     seconds = max(time.perf_counter() - t0, 1e-9)
-    return GenerationResult(texts, len(prompts) / seconds, gen_tokens / seconds, prompt_tokens / max(len(prompts), 1))
+    n = len(prompts)
+    return GenerationResult(texts, n / seconds, gen_tokens / seconds, prompt_tokens / max(n, 1), n, seconds,
+                            gen_tokens, prompt_tokens)

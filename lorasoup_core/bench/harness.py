@@ -1,134 +1,275 @@
-"""Benchmarks as small configs over a shared template (lm-evaluation-harness style), and the harness
-that scores a base model, an adapter, or ICL prompting on them with bootstrap intervals."""
+"""The evaluation harness: score a base model zero-shot, with in-context demonstrations (or the official
+BBH chain-of-thought prompts), or through a LoRA adapter, on a benchmark's tasks or on any Task, with
+per-task and macro-average bootstrap intervals and throughput numbers."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
+import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorasoup_core.bench.generation import generate
+from lorasoup_core.bench.benchmarks import BENCHMARKS, GENERIC, BenchmarkConfig
+from lorasoup_core.bench.generation import GenerationResult, generate
 from lorasoup_core.bench.metrics import bootstrap_ci, macro_average, pal_scores, score_all
-from lorasoup_core.data import Example, Task, list_tasks, load_task
-from lorasoup_core.data.skills import COMPOSED_TASKS
+from lorasoup_core.data import DataError, Example, Task, bbh_cot_prompt, list_tasks, load_task
 from lorasoup_core.models import LoadedModel
-from lorasoup_core.plugins import Registry
 from lorasoup_core.reporting import ResultRow
 
+log = logging.getLogger(__name__)
 MODES = ("zero-shot", "icl", "adapter")
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    source: str  # data source
-    default_tasks: tuple[str, ...] | None  # None: every task the source lists
-    max_new_tokens: int = 16
-    stop: tuple[str, ...] = ("\n",)
-    path: str | None = None
-
-
-BENCHMARKS: Registry[BenchmarkConfig] = Registry("benchmark")
-BENCHMARKS.register("bbh")(BenchmarkConfig("bbh", None, max_new_tokens=24))
-BENCHMARKS.register("skills")(BenchmarkConfig("skills", tuple(sorted(COMPOSED_TASKS)), max_new_tokens=16))
-BENCHMARKS.register("gsm8k")(BenchmarkConfig("gsm8k", ("gsm8k",), max_new_tokens=256, stop=("\n\nQuestion:",)))
-BENCHMARKS.register("gsm-hard")(BenchmarkConfig("gsm-hard", ("gsm-hard",), max_new_tokens=256,
-                                                stop=("```\n", "\n\nQuestion:")))
+ADAPTER_CONFIG = "adapter_config.json"
+_REGISTRY_REF = re.compile(r"[^/@\s]+(@[^/@\s]+|/\d+)")  # NAME@ALIAS or NAME/VERSION
 
 
 @dataclass
 class EvalReport:
+    """Per-task rows (main metric, then companion metrics as 'method/metric'), the macro average of the
+    main metric as (mean, low, high), throughput totals and per-task predictions."""
+
     rows: list[ResultRow]
     macro: tuple[float, float, float] | None
     throughput: dict[str, float]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [r.to_dict() for r in self.rows], "macro": self.macro, "throughput": self.throughput}
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+
+
+def resolve_adapter(adapter: str | Path, workdir: Path) -> Path:
+    """A local PEFT directory for a directory, an artifact URI (fetched) or a registry NAME@ALIAS /
+    NAME/VERSION (downloaded; the registry is only imported for those)."""
+    text = str(adapter)
+    path = Path(text).expanduser()
+    if not path.exists():
+        if "://" in text:
+            from lorasoup_core.storage import fetch
+
+            path = fetch(text, workdir / "adapter")
+        elif _REGISTRY_REF.fullmatch(text):
+            from lorasoup_core.registry import AdapterRegistry
+
+            registry = AdapterRegistry()
+            path = registry.download(registry.get(text), workdir / "adapter")
+        else:
+            raise ValueError(f"adapter {text!r}: no such directory, and not an artifact URI or a registry "
+                             "reference NAME@ALIAS / NAME/VERSION")
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"adapter {text!r}: {path} has no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
+    return path
+
+
+def _strip_adapter_layers(model: Any) -> None:
+    """Put back the plain layers a failed adapter load may have injected (the base must stay clean)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and name:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in vars(model):
+            delattr(model, attr)
+
 
 @contextlib.contextmanager
 def adapter_model(base: LoadedModel, adapter: str | Path | None) -> Iterator[Any]:
-    """The base with a PEFT adapter loaded for the block, removed afterwards (the base stays clean)."""
+    """The base with a PEFT adapter loaded for the block, unloaded afterwards so the shared base stays
+    exactly as it was."""
     if adapter is None:
         yield base.model
         return
     from peft import PeftModel
 
-    from lorasoup_core.storage import fetch
+    with tempfile.TemporaryDirectory(prefix="lorasoup-adapter-") as tmp:
+        path = resolve_adapter(adapter, Path(tmp))
+        _warn_on_other_base(base, path, adapter)
+        try:
+            model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False).eval()
+        except Exception as err:  # shape or module mismatch: say which adapter and which base
+            _strip_adapter_layers(base.model)
+            raise ValueError(f"adapter {str(adapter)!r} cannot be loaded onto base {base.spec!r}: "
+                             f"{type(err).__name__}: {err}") from None
+        try:
+            yield model
+        finally:
+            model.unload()
+            _strip_adapter_layers(base.model)
 
-    path = Path(adapter)
-    if "://" in str(adapter):
-        import tempfile
 
-        path = fetch(str(adapter), Path(tempfile.mkdtemp(prefix="lorasoup-adapter-")) / "adapter")
-    model = PeftModel.from_pretrained(base.model, str(path)).eval()
-    try:
-        yield model
-    finally:
-        model.unload()
+def _warn_on_other_base(base: LoadedModel, path: Path, adapter: str | Path) -> None:
+    from lorasoup_core.adapters import CARD_FILE, AdapterCard
+
+    if (path / CARD_FILE).is_file():
+        card = AdapterCard.read(path)
+        if card.base_fingerprint and card.base_fingerprint != base.fingerprint:
+            log.warning("adapter %s was made on base %s (fingerprint %s), evaluated on %s (%s)", adapter,
+                        card.base_model, card.base_fingerprint[:12], base.spec, base.fingerprint[:12])
 
 
-def icl_prompt(task: Task, example: Example, k: int, rng: random.Random) -> str:
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def icl_prompt(config: BenchmarkConfig, task: Task, example: Example, k: int, rng: random.Random) -> str:
+    """k seeded demonstrations from the train split (never the evaluated example), then the query."""
     pool = [e for e in task.train if e.input != example.input]
     demos = rng.sample(pool, min(k, len(pool)))
-    return "\n\n".join(f"{task.prompt(d)} {d.target}" for d in demos) + "\n\n" + task.prompt(example)
+    parts = [config.demonstration(task, d) for d in demos] + [config.prompt(task, example)]
+    return config.demo_separator.join(parts)
 
 
-def evaluate_task(base: LoadedModel, task: Task, mode: str = "zero-shot", adapter: str | Path | None = None,
-                  limit: int | None = None, k_shot: int = 3, exclude: dict[str, set[str]] | None = None, seed: int = 0,
-                  batch_size: int = 16, method_label: str | None = None, max_new_tokens: int = 16,
-                  stop: tuple[str, ...] = ("\n",), progress: bool = True) -> EvalReport:
-    """Score `task`'s test split (minus `exclude`d inputs, e.g. the composition's shots)."""
+def cot_query(cot_prompt: str, example: Example) -> str:
+    """The official BBH CoT format: the 3 worked examples, then 'Q: ... A: Let's think step by step.'"""
+    return f"{cot_prompt}\n\nQ: {example.input}\nA: Let's think step by step.\n"
+
+
+def _prompts(config: BenchmarkConfig, task: Task, examples: list[Example], mode: str, k_shot: int, seed: int,
+             cot_prompt: str | None) -> list[str]:
+    if cot_prompt is not None:
+        return [cot_query(cot_prompt, e) for e in examples]
+    if mode == "icl":
+        rng = random.Random(f"{seed}:{task.name}")
+        return [icl_prompt(config, task, e, k_shot, rng) for e in examples]
+    return [config.prompt(task, e) for e in examples]
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def metrics_for(config: BenchmarkConfig, task: Task) -> tuple[str, tuple[str, ...]]:
+    """The main metric and the companion metrics reported beside it."""
+    metric = config.metric or task.metric
+    return metric, config.extra_metrics or (("last_number",) if metric == "pal" else ())
+
+
+def score_predictions(config: BenchmarkConfig, task: Task, predictions: list[str],
+                      targets: list[str]) -> dict[str, list[float]]:
+    """Per-example scores of every metric the harness reports for ``task`` (the harness's only scoring
+    path; the gold-target tests go through it too)."""
+    metric, extras = metrics_for(config, task)
+    per_metric: dict[str, list[float]] = {}
+    if metric == "pal":  # one concurrent sandbox pass scores both PAL and the last number
+        per_metric = pal_scores(predictions, targets)
+    for name in (metric, *extras):
+        if name not in per_metric:
+            per_metric[name] = score_all(name, predictions, targets)
+    return per_metric
+
+
+def _check_mode(mode: str, adapter: str | Path | None, cot: bool) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     if mode == "adapter" and adapter is None:
         raise ValueError("mode 'adapter' needs an adapter (a PEFT directory, artifact URI or NAME@ALIAS)")
+    if cot and mode != "icl":
+        raise ValueError("the chain-of-thought prompts are in-context demonstrations: use them with mode 'icl'")
+
+
+def _score_task(base: LoadedModel, model: Any, task: Task, config: BenchmarkConfig, mode: str, label: str,
+                limit: int | None, k_shot: int, exclude: dict[str, set[str]] | None, seed: int, batch_size: int,
+                cot_prompt: str | None, progress: bool) -> tuple[list[ResultRow], list[dict[str, Any]],
+                                                                  list[float], GenerationResult]:
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     drop = (exclude or {}).get(task.name, set())
-    examples = [e for e in task.test if e.input not in drop][:limit]
+    examples = [e for e in task.split(config.split) if e.input not in drop][:limit]
     if not examples:
-        raise ValueError(f"task {task.name!r}: no test examples left to score")
-    rng = random.Random(seed)
-    prompts = [icl_prompt(task, e, k_shot, rng) if mode == "icl" else task.prompt(e) for e in examples]
+        raise DataError(f"task {task.name!r} ({task.source or 'no source'}): no {config.split} examples left "
+                        f"to score{' after excluding ' + str(len(drop)) + ' inputs' if drop else ''}")
+    prompts = _prompts(config, task, examples, mode, k_shot, seed, cot_prompt)
+    cot = cot_prompt is not None
+    max_new = config.cot_max_new_tokens if cot and config.cot_max_new_tokens else config.max_new_tokens
+    stop = config.cot_stop if cot else config.stop
+    gen = generate(base, prompts, max_new, list(stop), batch_size, model=model, progress=progress)
+    metric, extras = metrics_for(config, task)
+    per_metric = score_predictions(config, task, gen.texts, [e.target for e in examples])
+    rows = []
+    for name in (metric, *extras):
+        mean, low, high = bootstrap_ci(per_metric[name], seed=seed)
+        method = label if name == metric else f"{label}/{name}"
+        rows.append(ResultRow(task.name, method, mean, low, high, len(examples)))
+    preds = [{"input": e.input, "target": e.target, "prompt": p, "prediction": t, "score": s,
+              **{name: per_metric[name][i] for name in extras}}
+             for i, (e, p, t, s) in enumerate(zip(examples, prompts, gen.texts, per_metric[metric], strict=True))]
+    return rows, preds, per_metric[metric], gen
+
+
+def _label(mode: str, adapter: str | Path | None, cot: bool, method_label: str | None) -> str:
+    if method_label:
+        return method_label
+    if mode == "adapter":
+        return Path(str(adapter).rstrip("/")).name or str(adapter)
+    return "cot" if cot else mode
+
+
+def evaluate_task(base: LoadedModel, task: Task, mode: str = "zero-shot", adapter: str | Path | None = None,
+                  limit: int | None = None, k_shot: int = 3, exclude: dict[str, set[str]] | None = None,
+                  seed: int = 0, batch_size: int = 16, method_label: str | None = None, *,
+                  benchmark: str | BenchmarkConfig | None = None, cot_prompt: str | None = None,
+                  progress: bool = True) -> EvalReport:
+    """Score any Task's test split (minus the ``exclude``d inputs, e.g. a composition's few-shot examples).
+
+    ``benchmark`` picks the generation/metric settings (default: 16 new tokens, stop at a newline, the
+    task's own metric); ``cot_prompt`` replaces sampled demonstrations in mode 'icl'.
+    """
+    _check_mode(mode, adapter, cot_prompt is not None)
+    config = BENCHMARKS.get(benchmark) if isinstance(benchmark, str) else benchmark or GENERIC
+    label = _label(mode, adapter, cot_prompt is not None, method_label)
     with adapter_model(base, adapter if mode == "adapter" else None) as model:
-        gen = generate(base, prompts, max_new_tokens, list(stop), batch_size, model=model, progress=progress)
-    targets = [e.target for e in examples]
-    extra: dict[str, list[float]] = {}
-    if task.metric == "pal":
-        both = pal_scores(gen.texts, targets)
-        scores, extra["last_number"] = both["pal"], both["last_number"]
-    else:
-        scores = score_all(task.metric, gen.texts, targets)
-    mean, low, high = bootstrap_ci(scores, seed=seed)
-    label = method_label or (mode if mode != "adapter" else Path(str(adapter)).name)
-    rows = [ResultRow(task.name, label, mean, low, high, len(scores))]
-    for name, values in extra.items():
-        m, lo, hi = bootstrap_ci(values, seed=seed)
-        rows.append(ResultRow(task.name, f"{label}/{name}", m, lo, hi, len(values)))
-    preds = [{"input": e.input, "target": e.target, "prediction": p, "score": s}
-             for e, p, s in zip(examples, gen.texts, scores, strict=True)]
-    throughput = {"examples_per_s": gen.examples_per_s, "gen_tokens_per_s": gen.gen_tokens_per_s,
-                  "prompt_tokens_per_example": gen.prompt_tokens_per_example}
-    return EvalReport(rows, None, throughput, {task.name: preds})
+        rows, preds, scores, gen = _score_task(base, model, task, config, mode, label, limit, k_shot, exclude,
+                                               seed, batch_size, cot_prompt, progress)
+    return EvalReport(rows, bootstrap_ci(scores, seed=seed), GenerationResult.combine([gen]), {task.name: preds})
+
+
+def benchmark_tasks(benchmark: str, tasks: str | list[str] = "all", path: str | None = None) -> list[str]:
+    """The task names ``tasks`` stands for ('all' = the benchmark's default set), checked to exist."""
+    config = BENCHMARKS.get(benchmark)
+    path = path or config.path
+    if tasks == "all":
+        return list(config.default_tasks or list_tasks(config.source, path))
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    if not names:
+        raise ValueError(f"no task names in {tasks!r}")
+    try:
+        known = list_tasks(config.source, path)
+    except DataError:  # e.g. a hub mirror while offline: loading each task will say what is wrong
+        return names
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DataError(f"unknown {benchmark} task(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    return names
 
 
 def evaluate(base: LoadedModel, benchmark: str, tasks: str | list[str] = "all", mode: str = "zero-shot",
              adapter: str | Path | None = None, limit: int | None = None, k_shot: int = 3,
              exclude: dict[str, set[str]] | None = None, seed: int = 0, batch_size: int = 16,
-             method_label: str | None = None, progress: bool = True) -> EvalReport:
-    """Evaluate a benchmark's tasks; per-task rows plus the macro average with a stratified interval."""
-    cfg = BENCHMARKS.get(benchmark)
-    if tasks == "all":
-        names = list(cfg.default_tasks or list_tasks(cfg.source, cfg.path))
-    else:
-        names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
-    rows, preds, per_task, throughput = [], {}, {}, []
-    for name in names:
-        task = load_task({"source": cfg.source, "name": name, "path": cfg.path, "seed": seed})
-        rep = evaluate_task(base, task, mode, adapter, limit, k_shot, exclude, seed, batch_size, method_label,
-                            cfg.max_new_tokens, cfg.stop, progress)
-        rows += rep.rows
-        preds.update(rep.predictions)
-        per_task[name] = [p["score"] for p in rep.predictions[name]]
-        throughput.append(rep.throughput)
-    mean_tp = {k: sum(t[k] for t in throughput) / len(throughput) for k in throughput[0]}
-    return EvalReport(rows, macro_average(per_task, seed=seed), mean_tp, preds)
+             method_label: str | None = None, *, cot: bool = False, path: str | None = None,
+             progress: bool = True) -> EvalReport:
+    """Evaluate a benchmark's tasks: per-task rows, the macro average with a stratified bootstrap
+    interval, and throughput totals. ``cot`` uses the official BBH 3-shot chain-of-thought prompts."""
+    config = BENCHMARKS.get(benchmark)
+    _check_mode(mode, adapter, cot)
+    if cot and not config.cot_max_new_tokens:
+        raise ValueError(f"benchmark {benchmark!r} has no chain-of-thought prompts")
+    path = path or config.path
+    names = benchmark_tasks(benchmark, tasks, path)
+    loaded = [load_task({"source": config.source, "name": n, "path": path, "seed": seed}) for n in names]
+    label = _label(mode, adapter, cot, method_label)
+    rows, preds, per_task, gens = [], {}, {}, []
+    with adapter_model(base, adapter if mode == "adapter" else None) as model:
+        for task in loaded:
+            cot_prompt = bbh_cot_prompt(task.name, path) if cot else None
+            task_rows, preds[task.name], per_task[task.name], gen = _score_task(
+                base, model, task, config, mode, label, limit, k_shot, exclude, seed, batch_size, cot_prompt,
+                progress)
+            rows += task_rows
+            gens.append(gen)
+    return EvalReport(rows, macro_average(per_task, seed=seed), GenerationResult.combine(gens), preds)

@@ -102,8 +102,8 @@ def pal_scores(
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
     results = run_many([answers.extract_code(p) for p in predictions], workers=workers, **sandbox_kwargs)
     return {
-        "pal": [float(pal_correct(r, t)) for r, t in zip(results, targets)],
-        "last_number": [last_number(p, t) for p, t in zip(predictions, targets)],
+        "pal": [float(pal_correct(r, t)) for r, t in zip(results, targets, strict=True)],
+        "last_number": [last_number(p, t) for p, t in zip(predictions, targets, strict=True)],
     }
 
 
@@ -112,7 +112,7 @@ def score_all(metric: str, predictions: Sequence[str], targets: Sequence[str], *
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
     fn = METRICS.get(metric)
-    return [fn(p, t, **kwargs) for p, t in zip(predictions, targets)]
+    return [fn(p, t, **kwargs) for p, t in zip(predictions, targets, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------- bootstrap

@@ -182,6 +182,7 @@ def _execute(code: str, entry: str | None, mode: str, limits: _Limits, *, guards
         out, err, report_bytes, reason = _collect(proc, result_r, start + limits.timeout_s, limits)
         _kill_group(proc.pid)
         returncode = proc.wait()
+        _await_group_exit(proc.pid)
         return _classify(out, err, report_bytes, reason, returncode, mode, time.monotonic() - start)
     finally:
         if proc is not None:
@@ -306,6 +307,19 @@ def _has_exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
+
+
+def _await_group_exit(pgid: int, timeout_s: float = 2.0) -> None:
+    """Wait (briefly) until the killed group is gone: a PID namespace's processes die after its parent
+    was reaped, and under load that can take a moment; nothing of a run may outlive it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        _kill_group(pgid)
+        time.sleep(0.01)
 
 
 def _kill_group(pgid: int) -> None:

@@ -14,16 +14,33 @@ def compose_cmd(
     shots: int = typer.Option(5, help="Few-shot examples to fit on."),
     model: str = typer.Option("smollm2-135m", help="Base model spec (the pool's)."),
     budget: int = typer.Option(40, help="lorahub: objective evaluations."),
-    seed: int = typer.Option(0),
+    optimizer: str = typer.Option("NGOpt", help="lorahub: nevergrad optimizer (NGOpt, CMA, TwoPointsDE ...)."),
+    formula: str = typer.Option("exact", help="lorahub: exact (sum w s B A) or lorahub ((sum w B)(sum w A))."),
+    population: int = typer.Option(1, help="lorahub: weight vectors evaluated per batched forward."),
+    cat_steps: int = typer.Option(30, help="cat: Adam steps on the coefficients."),
+    seed: int = typer.Option(0, help="Seed for shots, the random filter and the search."),
 ) -> None:
     """Filter the pool, compose, export a plain PEFT adapter, publish and register it with its lineage."""
-    from lorasoup_core.compose import ComposeConfig
-    from lorasoup_core.config import ModelConfig
+    from lorasoup_core.compose import COMPOSERS, ComposeConfig
+    from lorasoup_core.config import ConfigError, ModelConfig
     from lorasoup_core.data import load_task
     from lorasoup_core.experiment import compose_steps, pool_steps
     from lorasoup_core.experiment.config import SelectionSection
     from lorasoup_core.experiment.steps import pick_shots, shared_base
+    from lorasoup_core.selection import FILTERS
 
+    if method not in COMPOSERS:
+        raise typer.BadParameter(f"unknown method {method!r}; known: {', '.join(COMPOSERS.names())}",
+                                 param_hint="--method")
+    bad = [f for f in filter_.split(",") if f not in FILTERS]
+    if bad:
+        raise typer.BadParameter(f"unknown filter {bad[0]!r}; known: {', '.join(FILTERS.names())}",
+                                 param_hint="--filter")
+    try:
+        config = ComposeConfig(budget=budget, seed=seed, optimizer=optimizer, formula=formula,
+                               population=population, cat_steps=cat_steps)
+    except (ConfigError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from None
     mcfg = ModelConfig(spec=model)
     reg = pool_steps.registry(None, None)
     task = load_task(target)
@@ -37,7 +54,7 @@ def compose_cmd(
     sel = compose_steps.select(mcfg, items, task, fit, SelectionSection(filters=filter_.split(","), k=k), seed)
     for line in sel["log"]:
         typer.echo(f"selection: {line}")
-    out = compose_steps.compose_target(mcfg, sel["candidates"], task, fit, method, ComposeConfig(budget=budget, seed=seed),
+    out = compose_steps.compose_target(mcfg, sel["candidates"], task, fit, method, config,
                                        experiment=f"compose-{task.name}", parent_run_id=None, tracking_uri=None)
     version = pool_steps.register(reg, out["dir"], out["run_id"])
     typer.echo("weights: " + ", ".join(f"{n}={w:.3f}" for n, w in out["weights"].items()))

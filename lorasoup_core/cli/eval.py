@@ -1,40 +1,59 @@
-"""`lorasoup eval`: score a base model, an adapter or ICL prompting on a benchmark."""
+"""`lorasoup eval`: score a base model zero-shot, with in-context demonstrations, or through an adapter
+on a benchmark; per-task scores with 95% bootstrap intervals, the macro average and throughput."""
 
 from __future__ import annotations
 
-import re
+import json
 
 import typer
 
 
 def eval_cmd(
     benchmark: str = typer.Option(..., help="bbh, skills, gsm8k or gsm-hard."),
-    tasks: str = typer.Option("all", help="all, or NAME,NAME ..."),
-    model: str = typer.Option("smollm2-135m", help="Base model spec."),
-    adapter: str = typer.Option(None, help="PEFT directory, artifact URI, or registry NAME@ALIAS / NAME/VERSION."),
-    mode: str = typer.Option("zero-shot", help="zero-shot, icl or adapter."),
-    limit: int = typer.Option(None, help="Examples per task."),
-    k_shot: int = typer.Option(3, help="Demonstrations for icl."),
-    batch_size: int = typer.Option(16),
-    device: str = typer.Option("auto"),
+    tasks: str = typer.Option("all", help="'all' (BBH: the 27 tasks; skills: the composed targets) or NAME,NAME."),
+    model: str = typer.Option("smollm2-135m", help="Base model spec (preset, local dir, .gguf or hub id)."),
+    adapter: str = typer.Option(None, help="PEFT directory, artifact URI, or registry NAME@ALIAS / NAME/VERSION; "
+                                           "implies --mode adapter."),
+    mode: str = typer.Option(None, help="zero-shot, icl or adapter (default: adapter with --adapter, else "
+                                        "zero-shot)."),
+    limit: int = typer.Option(None, min=1, help="Score at most this many examples per task."),
+    k_shot: int = typer.Option(3, min=0, help="Demonstrations per prompt in icl mode."),
+    cot: bool = typer.Option(False, help="BBH icl with the official 3-shot chain-of-thought prompts."),
+    data: str = typer.Option(None, help="Data directory or hub id of the benchmark (default: LORASOUP_DATA_DIR)."),
+    seed: int = typer.Option(0, help="Seed for splits, demonstrations and bootstrap."),
+    batch_size: int = typer.Option(16, min=1, help="Generation batch size."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (rows, macro, throughput)."),
+    predictions: str = typer.Option(None, help="Write per-example predictions to this JSON file."),
 ) -> None:
-    """Per-task scores with 95% bootstrap intervals, the macro average and throughput."""
-    from lorasoup_core.bench import evaluate
+    """Per-task scores with 95% bootstrap intervals, the macro average, examples/s, generated tokens/s and
+    prompt tokens per example."""
+    from lorasoup_core.bench import BENCHMARKS, evaluate
     from lorasoup_core.models import load_model
     from lorasoup_core.reporting import markdown_table
 
-    if adapter and "://" not in adapter and ("@" in adapter or re.fullmatch(r"lorasoup\.[^/]+/\d+", adapter)):
-        from lorasoup_core.registry import AdapterRegistry  # a registry reference, not a path
-
-        adapter = AdapterRegistry().get(adapter).store_uri
-    if adapter and mode == "zero-shot":
-        mode = "adapter"
+    mode = mode or ("adapter" if adapter else "zero-shot")
     try:
-        report = evaluate(load_model(model, device=device), benchmark, tasks, mode, adapter, limit, k_shot,
-                          batch_size=batch_size)
-    except (KeyError, ValueError) as err:
+        BENCHMARKS.get(benchmark)
+    except KeyError as err:
+        raise typer.BadParameter(str(err), param_hint="--benchmark") from None
+    if adapter and mode != "adapter":
+        raise typer.BadParameter(f"--adapter is used in mode 'adapter', not {mode!r}", param_hint="--mode")
+    try:
+        base = load_model(model, device=device)
+        report = evaluate(base, benchmark, tasks, mode, adapter, limit, k_shot, seed=seed, batch_size=batch_size,
+                          cot=cot, path=data)
+    except (LookupError, ValueError) as err:  # unknown task/mode, bad data, bad adapter, registry miss
         raise typer.BadParameter(str(err)) from None
+    if predictions:
+        with open(predictions, "w") as f:
+            json.dump(report.predictions, f, indent=1)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+        return
     typer.echo(markdown_table(report.rows))
     mean, low, high = report.macro
     typer.echo(f"\nmacro average {mean:.3f} [{low:.3f}, {high:.3f}]")
-    typer.echo(" ".join(f"{k}={v:.1f}" for k, v in report.throughput.items()))
+    tp = report.throughput
+    typer.echo(f"{tp['examples_per_s']:.2f} examples/s, {tp['gen_tokens_per_s']:.1f} generated tokens/s, "
+               f"{tp['prompt_tokens_per_example']:.1f} prompt tokens/example")

@@ -39,6 +39,7 @@ class Inputs:
     target: Task
     shots: list[Example]
     config: ComposeConfig
+    extra: dict[str, Any] = field(default_factory=dict)  # diagnostics a composer reports (timings ...)
 
 
 # A composer: Inputs -> (weights, trace, factors)

@@ -1,5 +1,5 @@
 """LoRA Soups' CAT: one learnable coefficient per adapter per LoRA module, trained with Adam on the
-few-shot examples (the adapters stay frozen); initialised uniform and seeded."""
+few-shot examples (the adapters stay frozen); initialised uniform (1/n), seeded."""
 
 from __future__ import annotations
 
@@ -9,29 +9,30 @@ import torch
 from tqdm.auto import tqdm
 
 from lorasoup_core.compose.base import COMPOSERS, Inputs
+from lorasoup_core.compose.engine import Engine
 from lorasoup_core.compose.objective import FewShot
-from lorasoup_core.compose.stack import CompositionError, patched
+from lorasoup_core.compose.stack import CompositionError
 
 
 @COMPOSERS.register("cat")
 def cat(inp: Inputs):
     cfg, stack, base = inp.config, inp.stack, inp.base
-    fewshot = FewShot(base, inp.target, inp.shots, cfg.max_length)
+    fewshot = FewShot(base, inp.target, inp.shots, cfg.max_length, cfg.batch_size)
     n, k = len(stack), len(stack.modules)
     torch.manual_seed(cfg.seed)
     # softmax of zeros = uniform 1/n; free coefficients start at 1/n too
-    logits = torch.zeros(k, n, device=base.device, requires_grad=True) if cfg.cat_normalise == "softmax" else \
-        torch.full((k, n), 1.0 / n, device=base.device, requires_grad=True)
-    opt = torch.optim.Adam([logits], lr=cfg.cat_lr)
+    init = torch.zeros(k, n) if cfg.cat_normalise == "softmax" else torch.full((k, n), 1.0 / n)
+    params = init.to(base.device, torch.float32).requires_grad_(True)
+    opt = torch.optim.Adam([params], lr=cfg.cat_lr)
 
     def coefficients() -> torch.Tensor:
-        return torch.softmax(logits, -1) if cfg.cat_normalise == "softmax" else logits
+        return torch.softmax(params, -1) if cfg.cat_normalise == "softmax" else params
 
     trace = []
-    with patched(base, stack.modules) as slots:
+    engine = Engine(base, stack, "exact", 1, cfg.engine_mode, fewshot.tokens_per_composition)
+    with engine:
         for step in tqdm(range(cfg.cat_steps), desc=f"cat {inp.target.name}", leave=False):
-            for m, ab in stack.exact(coefficients().to(base.dtype)).items():
-                slots[m][0] = ab
+            engine.set(coefficients()[None])
             loss = fewshot.loss()
             value = loss.detach().item()
             if not math.isfinite(value):

@@ -9,26 +9,31 @@ import torch
 from lorasoup_core.adapters.embed import centroid as unit_centroid
 from lorasoup_core.adapters.embed import embed_texts
 from lorasoup_core.compose.base import COMPOSERS, Inputs
-from lorasoup_core.compose.stack import CompositionError
+from lorasoup_core.compose.stack import Candidate, CompositionError
+from lorasoup_core.data import Example, Task
+from lorasoup_core.models import LoadedModel
 
 
-def similarities(inp: Inputs) -> np.ndarray:
-    target = np.asarray(unit_centroid(embed_texts(inp.base, [inp.target.prompt(e) for e in inp.shots])))
+def similarities(base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example]) -> np.ndarray:
+    """Cosine between the target shots' embedding centroid and each candidate's stored embedding (cards only:
+    no adapter weights are read)."""
+    centre = np.asarray(unit_centroid(embed_texts(base, [target.prompt(e) for e in shots])))
     sims = []
-    for c in inp.stack.candidates:
+    for c in candidates:
         if c.card is None or not c.card.embedding:
             raise CompositionError(f"adapter {c.name!r} has no stored embedding (its card lacks one); "
                                    "centroid and the embedding filter need it")
         e = np.asarray(c.card.embedding)
-        if e.shape != target.shape:
-            raise CompositionError(f"adapter {c.name!r}: embedding size {e.shape[0]} != base model's {target.shape[0]}")
-        sims.append(float(e @ target / (np.linalg.norm(e) + 1e-12)))
+        if e.shape != centre.shape:
+            raise CompositionError(f"adapter {c.name!r}: embedding size {e.shape[0]} != base model's {centre.shape[0]}")
+        sims.append(float(e @ centre / (np.linalg.norm(e) + 1e-12)))
     return np.asarray(sims)
 
 
 @COMPOSERS.register("centroid")
 def centroid(inp: Inputs):
-    s = similarities(inp) / inp.config.temperature
+    s = similarities(inp.base, inp.stack.candidates, inp.target, inp.shots) / inp.config.temperature
     w = np.exp(s - s.max())
     w = w / w.sum()
+    inp.extra["similarities"] = (s * inp.config.temperature).tolist()
     return w.tolist(), [], inp.stack.exact(torch.tensor(w, dtype=inp.base.dtype, device=inp.base.device))

@@ -17,6 +17,8 @@ class ComposeConfig(StrictModel):
     formula: Literal["lorahub", "exact"] = Field(
         "exact", description="exact: sum w_i s_i B_i A_i; lorahub: (sum w B)(sum w A) as the original code, "
         "with its cross terms.")
+    population: int = Field(1, ge=1, description="lorahub: weight vectors asked of the optimizer at once and "
+                            "evaluated in one batched forward (each on its own copy of the examples).")
     bound: float = Field(1.5, gt=0, description="lorahub: weights searched in [-bound, bound].")
     l1: float = Field(0.05, ge=0, description="lorahub: objective += l1 * mean |w|.")
     cat_steps: int = Field(30, ge=1, description="cat: Adam steps on the per-module coefficients.")
@@ -31,3 +33,8 @@ class ComposeConfig(StrictModel):
     temperature: float = Field(0.05, gt=0, description="centroid: softmax temperature over cosine similarities.")
     seed: int = Field(0, description="Seed for searches, CAT init and DARE's random pruning.")
     max_length: int = Field(256, ge=8, description="Tokens per few-shot example.")
+    batch_size: int | None = Field(None, ge=1, description="Few-shot examples per forward (default all); "
+                                   "the loss does not depend on it, only memory does.")
+    engine_mode: Literal["auto", "dense", "lowrank"] = Field(
+        "auto", description="How a composition is applied during search: dense (W0 + delta per module), "
+        "low-rank (base + x A^T B^T), or auto (the cheaper by flop count for the batch).")

@@ -1,14 +1,11 @@
-"""Candidates stacked on the device, and the base model patched to apply a composition.
-
-The candidates' factors live in one tensor per module (A: [n, r, in], B: [n, out, r], B pre-scaled by
-alpha/r); a composition is recomputed by one contraction per module into buffers the patched Linear
-layers read, so a search step never rebuilds or reloads a state dict.
+"""Candidates stacked on the device: one tensor per module of concatenated factors (A: [sum r, in],
+B: [out, sum r], B pre-scaled by alpha/r), with per-candidate views. `compose.engine` applies
+compositions of them by one contraction per module, so a search step never rebuilds or reloads a
+state dict.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,24 +54,34 @@ class Stack:
         self.ranks = {m: [f[m][0].shape[0] for f in per] for m in modules}
         dev, dt = base.device, base.dtype
         self.same_rank = all(len(set(r)) == 1 for r in self.ranks.values())
-        self.A = {m: [f[m][0].to(dev, dt) for f in per] for m in modules}
-        self.B = {m: [f[m][1].to(dev, dt) for f in per] for m in modules}
-        if self.same_rank:  # stacked for one contraction per module
-            self.As = {m: torch.stack(self.A[m]) for m in modules}
-            self.Bs = {m: torch.stack(self.B[m]) for m in modules}
-        self.Acat = {m: torch.cat(self.A[m], 0) for m in modules}  # [sum r, in]
+        # One copy per module: concatenated ranks; per-candidate factors and stacks are views of it.
+        self.Acat = {m: torch.cat([f[m][0] for f in per], 0).to(dev, dt) for m in modules}  # [sum r, in]
+        self.Bcat = {m: torch.cat([f[m][1] for f in per], 1).to(dev, dt) for m in modules}  # [out, sum r]
+        del per
+        self.A = {m: list(self.Acat[m].split(self.ranks[m], 0)) for m in modules}
+        self.B = {m: list(self.Bcat[m].split(self.ranks[m], 1)) for m in modules}
+        n = len(candidates)
+        if self.same_rank:  # [n, r, in] and [n, out, r] for one contraction per module
+            self.As = {m: self.Acat[m].view(n, -1, self.Acat[m].shape[1]) for m in modules}
+            self.Bs = {m: self.Bcat[m].view(self.Bcat[m].shape[0], n, -1).permute(1, 0, 2) for m in modules}
+        # owner[m][j]: the candidate whose rank-column j is (to spread weights over concatenated ranks)
+        self.owner = {m: torch.repeat_interleave(torch.arange(n, device=dev),
+                                                 torch.tensor(self.ranks[m], device=dev)) for m in modules}
 
     def __len__(self) -> int:
         return len(self.names)
 
     def lorahub(self, w: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """(sum w_i A_i, sum w_i s_i B_i) per module: LoraHub's formula, cross terms included."""
+        self.check_lorahub()
+        return {m: (torch.einsum("n,nri->ri", w, self.As[m]), torch.einsum("n,nor->or", w, self.Bs[m]))
+                for m in self.modules}
+
+    def check_lorahub(self) -> None:
         if not self.same_rank:
             bad = next(m for m in self.modules if len(set(self.ranks[m])) > 1)
             raise CompositionError(f"the lorahub formula needs equal ranks; module {bad} has ranks "
                                    f"{dict(zip(self.names, self.ranks[bad], strict=True))}; use formula 'exact'")
-        return {m: (torch.einsum("n,nri->ri", w, self.As[m]), torch.einsum("n,nor->or", w, self.Bs[m]))
-                for m in self.modules}
 
     def exact(self, w: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """sum_i w_i s_i B_i A_i as one LoRA of rank sum r_i (A concatenated, B weighted and concatenated);
@@ -82,29 +89,5 @@ class Stack:
         out = {}
         for j, m in enumerate(self.modules):
             wm = w[j] if w.dim() == 2 else w
-            out[m] = (self.Acat[m], torch.cat([wm[i] * b for i, b in enumerate(self.B[m])], 1))
+            out[m] = (self.Acat[m], self.Bcat[m] * wm[self.owner[m]].to(self.Bcat[m].dtype))
         return out
-
-
-@contextlib.contextmanager
-def patched(base: LoadedModel, modules: list[str]) -> Iterator[dict[str, list]]:
-    """Patch the named Linear layers to add x A^T B^T from a slot the caller fills; restores them after."""
-    slots: dict[str, list] = {m: [None] for m in modules}
-    named = dict(base.model.named_modules())
-    for m in modules:
-        layer = named[m]
-        slot = slots[m]
-
-        def forward(x, _orig=layer.forward, _slot=slot):
-            y = _orig(x)
-            if _slot[0] is None:
-                return y
-            a, b = _slot[0]
-            return y + (x @ a.T) @ b.T
-
-        layer.forward = forward
-    try:
-        yield slots
-    finally:
-        for m in modules:
-            del named[m].forward  # back to the class's own forward

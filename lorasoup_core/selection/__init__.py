@@ -1,102 +1,58 @@
 """Candidate filtering: chainable strategies behind one registry, after hard constraints.
 
-random (LoraHub's protocol), loss (each adapter alone on the few-shot examples), embedding (cosine
-to the target's embedding centroid). Constraints: same base model, same adapted modules.
+`select_candidates` runs the constraints (same base model, compatible modules), then each filter of
+the chain on what is left, keeping the top k by score; every decision goes to the selection log (and
+to the `lorasoup.selection` logger). Filters read cards and adapter configs; only `loss` loads
+weights, one adapter at a time, so memory does not grow with the pool.
 """
 
 from __future__ import annotations
 
-import random as _random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import logging
+import math
 
-import torch
-
-from lorasoup_core.compose import Candidate, ComposeConfig, Inputs, Stack, few_shot_loss
-from lorasoup_core.compose.centroid import similarities
-from lorasoup_core.config import StrictModel
+from lorasoup_core.compose import Candidate, CompositionError
 from lorasoup_core.data import Example, Task
 from lorasoup_core.models import LoadedModel
-from lorasoup_core.plugins import Registry
+from lorasoup_core.selection import constraints, scorers  # noqa: F401  (register the filters)
+from lorasoup_core.selection.base import FILTERS, FilterSpec, Selection
 
-
-class FilterSpec(StrictModel):
-    name: str
-    k: int = 20
-    seed: int = 0
-
-
-@dataclass
-class Selection:
-    candidates: list[Candidate]
-    scores: dict[str, float] = field(default_factory=dict)
-    log: list[str] = field(default_factory=list)
-
-
-# A filter: (base, candidates, target, shots, spec) -> {name: score}, higher is better
-Filter = Callable[[LoadedModel, list[Candidate], Task, list[Example], FilterSpec], dict[str, float]]
-FILTERS: Registry[Filter] = Registry("candidate filter")
-
-
-@FILTERS.register("random")
-def random_filter(base, cands, target, shots, spec):
-    rng = _random.Random(spec.seed)
-    order = rng.sample(range(len(cands)), len(cands))
-    return {cands[i].name: float(len(cands) - rank) for rank, i in enumerate(order)}
-
-
-@FILTERS.register("loss")
-def loss_filter(base, cands, target, shots, spec):
-    """Minus the few-shot loss of each adapter applied alone."""
-    stack = Stack(base, cands)
-    out = {}
-    for i, c in enumerate(cands):
-        w = torch.zeros(len(cands), dtype=base.dtype, device=base.device)
-        w[i] = 1
-        out[c.name] = -few_shot_loss(base, stack.exact(w), target, shots)
-    return out
-
-
-@FILTERS.register("embedding")
-def embedding_filter(base, cands, target, shots, spec):
-    stack = Stack(base, cands)
-    sims = similarities(Inputs(base, stack, target, shots, ComposeConfig()))
-    return {c.name: float(s) for c, s in zip(cands, sims, strict=True)}
-
-
-def constrain(base: LoadedModel, pool: list[Candidate], log: list[str]) -> list[Candidate]:
-    """Keep adapters on this base model that adapt the same modules as the majority."""
-    kept = []
-    for c in pool:
-        if c.card is not None and c.card.base_fingerprint != base.fingerprint:
-            log.append(f"dropped {c.name}: trained on {c.card.base_model}, not {base.spec}")
-        else:
-            kept.append(c)
-    targets = [tuple(sorted(c.card.target_modules)) if c.card else () for c in kept]
-    if targets:
-        common = max(set(targets), key=targets.count)
-        for c, t in zip(list(kept), targets, strict=True):
-            if t != common:
-                kept.remove(c)
-                log.append(f"dropped {c.name}: adapts {list(t)}, the pool adapts {list(common)}")
-    return kept
+logger = logging.getLogger("lorasoup.selection")
+CONSTRAINTS = ("same_base", "compatible")
 
 
 def select_candidates(base: LoadedModel, pool: list[Candidate], target: Task, shots: list[Example],
-                      chain: list[FilterSpec], k: int | None = None) -> Selection:
+                      chain: list[FilterSpec | str], k: int | None = None) -> Selection:
+    """Constraints, then each filter of `chain` in order, each keeping its own top `spec.k`; `k` caps how
+    many the last filter keeps (the number of candidates composed)."""
+    if not pool:
+        raise CompositionError(f"the candidate pool for {target.name!r} is empty: nothing to select from")
+    dupes = sorted({c.name for c in pool if [d.name for d in pool].count(c.name) > 1})
+    if dupes:
+        raise CompositionError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
+    specs = [FilterSpec(name=s) if isinstance(s, str) else s for s in chain]
+    for s in specs:
+        FILTERS.get(s.name)  # unknown names fail before any work
     log: list[str] = []
-    cands = constrain(base, pool, log)
+    cands = list(pool)
     scores: dict[str, float] = {}
-    for spec in chain:
-        scores = FILTERS.get(spec.name)(base, cands, target, shots, spec)
-        keep = spec.k if k is None else min(spec.k, k)
-        ranked = sorted(cands, key=lambda c: -scores[c.name])[:keep]
-        log.append(f"{spec.name}: kept {len(ranked)} of {len(cands)}: " +
-                   ", ".join(f"{c.name}={scores[c.name]:.3f}" for c in ranked))
+    steps = [FilterSpec(name=c, k=None) for c in CONSTRAINTS if c not in {s.name for s in specs}] + specs
+    for i, spec in enumerate(steps):
+        scores = FILTERS.get(spec.name)(base, cands, target, shots, spec, log)
+        keep = spec.k if spec.name in CONSTRAINTS or k is None or i < len(steps) - 1 else min(spec.k or k, k)
+        ranked = sorted((c for c in cands if c.name in scores), key=lambda c: -scores[c.name])
+        ranked = ranked[:keep] if keep else ranked
+        if spec.name not in CONSTRAINTS:
+            log.append(f"{spec.name}: kept {len(ranked)} of {len(cands)}: " +
+                       ", ".join(f"{c.name}={scores[c.name]:.4g}" for c in ranked))
         cands = ranked
+        if not cands:
+            break
+    for line in log:
+        logger.info("%s: %s", target.name, line)
     if not cands:
-        raise ValueError(f"no candidate adapters left for {target.name!r}: " + "; ".join(log))
-    return Selection(cands, {c.name: scores.get(c.name, float("nan")) for c in cands}, log)
+        raise CompositionError(f"no candidate adapters left for {target.name!r}: " + "; ".join(log))
+    return Selection(cands, {c.name: scores.get(c.name, math.nan) for c in cands}, log)
 
 
-__all__ = ["FILTERS", "FilterSpec", "Selection", "select_candidates"]
+__all__ = ["CONSTRAINTS", "FILTERS", "FilterSpec", "Selection", "select_candidates"]

@@ -24,6 +24,6 @@ def test_compose_list_and_eval(tiny_pool, shared_data):
     ev = runner.invoke(app, ["eval", "--benchmark", "skills", "--tasks", "count_then_add", "--model", "tiny-llama",
                              "--limit", "3", "--adapter", "lorasoup.tiny-llama.count_items-lorahub@latest"])
     assert ev.exit_code == 0, ev.output
-    assert "count_then_add" in ev.output and "macro average" in ev.output and "examples_per_s=" in ev.output
+    assert "count_then_add" in ev.output and "macro average" in ev.output and "examples/s" in ev.output and "prompt tokens/example" in ev.output
     bad = runner.invoke(app, ["eval", "--benchmark", "nope", "--model", "tiny-llama"])
     assert bad.exit_code == 2 and "unknown benchmark 'nope'" in bad.output

@@ -1,6 +1,12 @@
 import matplotlib.figure
 
-from lorasoup_core.reporting import ResultRow, markdown_table, plot_objective_traces, plot_scores, plot_weights
+from lorasoup_core.reporting import (
+    ResultRow,
+    markdown_table,
+    plot_objective_traces,
+    plot_scores,
+    plot_weights,
+)
 from lorasoup_core.reporting.table import macro, table_columns
 
 ROWS = [

@@ -1,0 +1,40 @@
+"""Ranking filters: random (LoraHub's protocol), loss (each adapter alone on the few-shot examples),
+embedding (cosine to the target's embedding centroid)."""
+
+from __future__ import annotations
+
+import random as _random
+
+import torch
+
+from lorasoup_core.compose import FewShot, Stack, applied
+from lorasoup_core.compose.centroid import similarities
+from lorasoup_core.selection.base import FILTERS
+
+
+@FILTERS.register("random")
+def random_filter(base, cands, target, shots, spec, log):
+    """A seeded random order (scores are ranks): k candidates drawn from the pool, as LoraHub does."""
+    rng = _random.Random(spec.seed)
+    order = rng.sample(range(len(cands)), len(cands))
+    return {cands[i].name: float(len(cands) - rank) for rank, i in enumerate(order)}
+
+
+@FILTERS.register("loss")
+def loss_filter(base, cands, target, shots, spec, log):
+    """Minus the few-shot loss of each adapter applied alone (one adapter in memory at a time)."""
+    fewshot = FewShot(base, target, shots)
+    out = {}
+    with torch.inference_mode():
+        for c in cands:
+            stack = Stack(base, [c])
+            with applied(base, stack.exact(torch.ones(1))):
+                out[c.name] = -float(fewshot.loss())
+    return out
+
+
+@FILTERS.register("embedding")
+def embedding_filter(base, cands, target, shots, spec, log):
+    """Cosine between the shots' embedding centroid and each adapter card's stored embedding."""
+    sims = similarities(base, cands, target, shots)
+    return {c.name: float(s) for c, s in zip(cands, sims, strict=True)}
