@@ -24,12 +24,14 @@ from tasks.compose import (
 from tasks.pool import load_task_data
 
 
-@flow(name="compose-and-evaluate", log_prints=True)
+# Results persist: an experiment running this flow as a deployment (remote) reads them back.
+@flow(name="compose-and-evaluate", log_prints=True, persist_result=True)
 def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, parent_run_id: str | None = None,
                          datamix: dict[str, Any] | None = None) -> dict[str, Any]:
     """Results rows, weights and objective traces for `config.targets[target_index]`.
 
-    `datamix` is the registered DATA-MIX adapter ({"dir", "digest"}) when that baseline is configured.
+    `datamix` is the registered DATA-MIX adapter ({"uri"}: its store URI, readable from any worker) when that
+    baseline is configured.
     """
     cfg = resolve_config(config)
     log = get_run_logger()
@@ -58,7 +60,7 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
         if baseline == "datamix":
             if datamix is None:
                 raise ValueError("the datamix baseline needs the DATA-MIX adapter; run through the experiment flow")
-            rows.append(evaluate(cfg.model, target, "adapter", datamix["dir"], datamix["digest"], shots, cfg.eval,
+            rows.append(evaluate(cfg.model, target, "adapter", datamix["uri"], datamix["uri"], shots, cfg.eval,
                                  "datamix", seed))
         else:
             rows.append(evaluate(cfg.model, target, baseline, None, None, shots, cfg.eval, baseline, seed))

@@ -42,7 +42,7 @@ def _datamix(cfg: ExperimentConfig, run_id: str) -> dict[str, Any]:
                                                 cfg.seed, cfg.experiment_name, run_id, tracking_uri)
     fps = fingerprint_task(cfg.model, mixed, cfg.pool.training)
     version = find_adapter(storage, tracking_uri, fps) or register_adapter(storage, tracking_uri, local_dir, train_run)
-    return {"dir": local_dir, "digest": version["store_uri"]}
+    return {"uri": version["store_uri"]}  # the store URI: a remote compose-and-evaluate fetches it
 
 
 @flow(name="experiment", log_prints=True)

@@ -1,4 +1,5 @@
-"""train_pool: fingerprint each task, skip what is registered, train the rest, publish and register.
+"""train_pool: fingerprint each task, skip what is registered, train the rest (threads, or a Dask cluster),
+each publishing and registering its adapter where it was trained.
 
     python -m flows.train_pool configs/demo.yaml
 """
@@ -13,10 +14,11 @@ from prefect import flow, get_run_logger
 from flows._common import chunks, resolve_config
 from lorasoup_core.experiment.pool_steps import training_for
 from lorasoup_core.experiment.steps import task_name
-from tasks.pool import find_adapter, fingerprint_task, load_task_data, register_adapter, train_adapter
+from tasks.pool import find_adapter, fingerprint_task, load_task_data, train_adapter
 
 
-@flow(name="train-pool", log_prints=True)
+# Results persist: an experiment running this flow as a deployment (remote) reads them back.
+@flow(name="train-pool", log_prints=True, persist_result=True)
 def train_pool(config: str | dict[str, Any], parent_run_id: str | None = None) -> dict[str, Any]:
     """Make sure every task of the config's pool has a registered adapter; returns the versions by task
     and which ones were trained now."""
@@ -34,11 +36,10 @@ def train_pool(config: str | dict[str, Any], parent_run_id: str | None = None) -
     todo = [i for i, v in enumerate(found) if v is None]
     log.info("pool: %d tasks, %d registered, %d to train", len(tasks), len(versions), len(todo))
     for wave in chunks(todo, cfg.pool.concurrency):
-        trained = [train_adapter.submit(cfg.model, tasks[i], trainings[i], experiment, parent_run_id, tracking_uri,
-                                        cfg.pool.embed_examples) for i in wave]
+        trained = [train_adapter.submit(cfg.model, tasks[i], trainings[i], storage, tracking_uri, experiment,
+                                        parent_run_id, cfg.pool.embed_examples) for i in wave]
         for i, fut in zip(wave, trained, strict=True):
-            local_dir, run_id = fut.result()
-            versions[tasks[i].name] = register_adapter(storage, tracking_uri, local_dir, run_id)
+            versions[tasks[i].name] = fut.result()
     return {"versions": versions, "trained": [tasks[i].name for i in todo],
             "skipped": [t.name for t, v in zip(tasks, found, strict=True) if v is not None],
             "tasks": [task_name(s) for s in cfg.pool.tasks]}

@@ -33,11 +33,15 @@ def find_adapter(storage_uri: str | None, tracking_uri: str | None, fingerprints
 
 
 @task(task_run_name="train-{task.name}", cache_policy=NONE, retries=0)
-def train_adapter(model: ModelConfig, task: Task, training: TrainingConfig, experiment: str,
-                  parent_run_id: str | None, tracking_uri: str | None, embed_examples: int = 64) -> tuple[str, str]:
-    """Train one LoRA (never retried: a failure here is a code or data error, not I/O)."""
-    return pool_steps.train(model, task, training, experiment=experiment, parent_run_id=parent_run_id,
-                            tracking_uri=tracking_uri, embed_examples=embed_examples)
+def train_adapter(model: ModelConfig, task: Task, training: TrainingConfig, storage_uri: str | None,
+                  tracking_uri: str | None, experiment: str, parent_run_id: str | None,
+                  embed_examples: int = 64) -> dict[str, Any]:
+    """Train one LoRA, then publish and register it from the same process: on a Dask cluster the trained
+    files never leave the worker that made them. Training is never retried (a failure there is a code or
+    data error); the registration is a nested task with its own I/O retries."""
+    local_dir, run_id = pool_steps.train(model, task, training, experiment=experiment, parent_run_id=parent_run_id,
+                                         tracking_uri=tracking_uri, embed_examples=embed_examples)
+    return register_adapter(storage_uri, tracking_uri, local_dir, run_id)
 
 
 @task(task_run_name="register-adapter", cache_policy=NONE, **IO_RETRIES)
