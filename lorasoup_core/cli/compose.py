@@ -27,15 +27,15 @@ def compose_cmd(
     from lorasoup_core.experiment import compose_steps, pool_steps
     from lorasoup_core.experiment.config import SelectionSection
     from lorasoup_core.experiment.steps import pick_shots, shared_base
+    from lorasoup_core.plugins import UnknownPluginError
     from lorasoup_core.selection import FILTERS
 
-    if method not in COMPOSERS:
-        raise typer.BadParameter(f"unknown method {method!r}; known: {', '.join(COMPOSERS.names())}",
-                                 param_hint="--method")
-    bad = [f for f in filter_.split(",") if f not in FILTERS]
-    if bad:
-        raise typer.BadParameter(f"unknown filter {bad[0]!r}; known: {', '.join(FILTERS.names())}",
-                                 param_hint="--filter")
+    for registry, names, hint in ((COMPOSERS, [method], "--method"), (FILTERS, filter_.split(","), "--filter")):
+        try:
+            for name in names:
+                registry.get(name)  # an unknown name fails before any model is loaded
+        except UnknownPluginError as err:
+            raise typer.BadParameter(str(err), param_hint=hint) from None
     try:
         config = ComposeConfig(budget=budget, seed=seed, optimizer=optimizer, formula=formula,
                                population=population, cat_steps=cat_steps)

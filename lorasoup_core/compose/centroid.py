@@ -32,8 +32,9 @@ def similarities(base: LoadedModel, candidates: list[Candidate], target: Task, s
 
 @COMPOSERS.register("centroid")
 def centroid(inp: Inputs):
-    s = similarities(inp.base, inp.stack.candidates, inp.target, inp.shots) / inp.config.temperature
+    sims = similarities(inp.base, inp.stack.candidates, inp.target, inp.shots)
+    s = sims / inp.config.temperature
     w = np.exp(s - s.max())
     w = w / w.sum()
-    inp.extra["similarities"] = (s * inp.config.temperature).tolist()
+    inp.extra["similarities"] = sims.tolist()
     return w.tolist(), [], inp.stack.exact(torch.tensor(w, dtype=inp.base.dtype, device=inp.base.device))

@@ -80,18 +80,16 @@ class Engine:
             else:
                 dense = mode == "dense"
             self.slots[m] = _Slot(layer, dense)
-        self._active = False
+        self._bn: dict[str, torch.Tensor] = {}  # lorahub formula: B per candidate, flattened (see _b_by_candidate)
 
     def __enter__(self) -> Engine:
         for slot in self.slots.values():
             slot.layer.forward = slot.forward
-        self._active = True
         return self
 
     def __exit__(self, *exc) -> None:
         for slot in self.slots.values():
             del slot.layer.forward  # back to nn.Linear.forward; the base weights were never touched
-        self._active = False
 
     def set(self, weights: torch.Tensor) -> None:
         """Apply compositions: weights [P, n] (one per adapter) or [P, n_modules, n] (per module).
@@ -141,10 +139,9 @@ class Engine:
 
     def _b_by_candidate(self, m: str) -> torch.Tensor:
         """[n, out*r] contiguous copy of the stacked B (made once per module)."""
-        cache = self.__dict__.setdefault("_bn", {})
-        if m not in cache:
-            cache[m] = self.stack.Bs[m].contiguous().view(len(self.stack), -1)
-        return cache[m]
+        if m not in self._bn:
+            self._bn[m] = self.stack.Bs[m].contiguous().view(len(self.stack), -1)
+        return self._bn[m]
 
     def _exact(self, m: str, slot: _Slot, w: torch.Tensor, p: int) -> None:
         st, bufs = self.stack, slot.bufs

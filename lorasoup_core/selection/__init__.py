@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 
 from lorasoup_core.compose import Candidate, CompositionError
 from lorasoup_core.data import Example, Task
@@ -27,7 +28,7 @@ def select_candidates(base: LoadedModel, pool: list[Candidate], target: Task, sh
     many the last filter keeps (the number of candidates composed)."""
     if not pool:
         raise CompositionError(f"the candidate pool for {target.name!r} is empty: nothing to select from")
-    dupes = sorted({c.name for c in pool if [d.name for d in pool].count(c.name) > 1})
+    dupes = sorted(name for name, count in Counter(c.name for c in pool).items() if count > 1)
     if dupes:
         raise CompositionError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
     specs = [FilterSpec(name=s) if isinstance(s, str) else s for s in chain]
