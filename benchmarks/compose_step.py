@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from _report import emit  # benchmarks/ is on sys.path when a script runs
 
-from lorasoup_core.compose import Candidate, ComposeConfig, FewShot, compose
+from lorasoup_core.compose import Candidate, FewShot, compose
+from lorasoup_core.compose.lorahub import LorahubSettings
 from lorasoup_core.data import load_task
 from lorasoup_core.models import load_model
 from lorasoup_core.selection import FilterSpec, select_candidates
@@ -98,23 +99,23 @@ def main(argv: list[str] | None = None) -> dict:
         pool = write_pool(base, args.pool or args.candidates, args.rank, Path(tmp))
         rss_pool = rss_mb()
         sel = select_candidates(base, pool, task, shots, [FilterSpec(name="random", k=args.candidates)])
-        cfg = ComposeConfig(budget=args.budget, population=args.population, formula=args.formula,
-                            optimizer=args.optimizer, engine_mode=args.engine_mode)
+        cfg = LorahubSettings(budget=args.budget, population=args.population, formula=args.formula,
+                              optimizer=args.optimizer, engine_mode=args.engine_mode)
         start = time.perf_counter()
         comp = compose("lorahub", base, sel.candidates, task, shots, cfg)
         search_s = time.perf_counter() - start
         peak = rss_mb()
         batch = FewShot(base, task, shots, cfg.max_length).batch
         forward_s = plain_forward_s(base, sel.candidates[0].path, batch, args.repeats)
-    step_s = statistics.median(comp.extra["eval_seconds"])
+    step_s = statistics.median(comp.diagnostics["eval_seconds"])
     out = {
         "model": args.model, "candidates": args.candidates, "pool": args.pool or args.candidates,
         "population": args.population, "budget": args.budget, "formula": args.formula, "rank": args.rank,
         "batch_shape": list(batch["input_ids"].shape), "device": str(base.device),
         "threads": torch.get_num_threads(),
-        "step_s": step_s, "objective_only_s": statistics.median(comp.extra["objective_seconds"]),
-        "engine_modes": sorted(set(comp.extra["engine"].values())), "forward_s": forward_s, "overhead_ratio": step_s / forward_s,
-        "evals_per_s": args.budget / sum(comp.extra["eval_seconds"]), "search_s_with_setup": search_s,
+        "step_s": step_s, "objective_only_s": statistics.median(comp.diagnostics["objective_seconds"]),
+        "engine_modes": sorted(set(comp.diagnostics["engine"].values())), "forward_s": forward_s, "overhead_ratio": step_s / forward_s,
+        "evals_per_s": args.budget / sum(comp.diagnostics["eval_seconds"]), "search_s_with_setup": search_s,
         "rss_after_pool_mb": rss_pool, "peak_rss_mb": peak,
     }
     return emit(out, args.json)

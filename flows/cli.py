@@ -19,9 +19,9 @@ def register(app: typer.Typer) -> None:
         from flows.experiment import experiment
 
         result = experiment(config=str(config), remote=remote)
-        typer.echo(result["table"])
-        typer.echo(f"\nMLflow run {result['run_id']} in experiment {result['experiment']!r} at {result['tracking_uri']}")
-        typer.echo(f"report: {result['report_uri']}")
+        typer.echo(result.table)
+        typer.echo(f"\nMLflow run {result.run_id} in experiment {result.experiment!r} at {result.tracking_uri}")
+        typer.echo(f"report: {result.report_uri}")
 
     @app.command("retrain")
     def retrain(
@@ -30,8 +30,10 @@ def register(app: typer.Typer) -> None:
         """Retrain adapters whose data or config changed and re-run dependent experiments."""
         from flows.retrain_pool import retrain_pool
 
-        summary = retrain_pool(config=str(config))
-        typer.echo(summary)
+        result = retrain_pool(config=str(config))
+        typer.echo(f"trained {len(result.trained)}: {', '.join(result.trained) or '-'}; unchanged {len(result.skipped)}")
+        for path in result.rerun:
+            typer.echo(f"re-ran {path}")
 
     @app.command("deploy")
     def deploy(

@@ -12,61 +12,63 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows._common import resolve_config
-from lorasoup_core.experiment.steps import task_name
+from lorasoup_core.experiment import TargetResult
+from lorasoup_core.registry import AdapterVersion
+from lorasoup_core.tracking import RunContext
 from tasks.compose import (
     compose_adapter,
     draw_shots,
-    evaluate,
+    evaluate_method,
+    load_target,
     pool_candidates,
     register_composed,
     select_candidates,
 )
-from tasks.pool import load_task_data
+from tasks.pool import resolve_base
 
 
 # Results persist: an experiment running this flow as a deployment (remote) reads them back.
 @flow(name="compose-and-evaluate", log_prints=True, persist_result=True)
 def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, parent_run_id: str | None = None,
-                         datamix: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Results rows, weights and objective traces for `config.targets[target_index]`.
-
-    `datamix` is the registered DATA-MIX adapter ({"uri"}: its store URI, readable from any worker) when that
-    baseline is configured.
-    """
+                         datamix: AdapterVersion | None = None) -> TargetResult:
+    """Results rows, weights and objective traces for `config.targets[target_index]`; `datamix` is the
+    registered DATA-MIX adapter when that baseline is configured."""
     cfg = resolve_config(config)
     log = get_run_logger()
-    storage, tracking_uri, seed = cfg.storage.uri, cfg.tracking.tracking_uri, cfg.seed
+    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, parent_run_id)
+    base = resolve_base(cfg.model)
     target_cfg = cfg.targets[target_index]
-    target = load_task_data(target_cfg.task)
-    shots = draw_shots(target, target_cfg.shots, seed)
+    target = load_target(target_cfg.task)
+    shots = draw_shots(target, target_cfg.shots, cfg.seed)
 
-    pool = pool_candidates(storage, tracking_uri, cfg.model, [task_name(s) for s in cfg.pool.tasks])
-    selected = select_candidates(cfg.model, pool, target, shots, cfg.selection, seed)
-    for line in selected["log"]:
+    candidates = pool_candidates(base, cfg.pool.task_names, cfg.storage, run)
+    selection = select_candidates(base, candidates, target, shots, cfg.selection, cfg.seed)
+    for line in selection.log:
         log.info("selection: %s", line)
 
-    rows, weights, traces, adapters = [], {}, {}, {}
+    result = TargetResult(target.name, target.fingerprint, rows=[], selection=dict(selection.scores))
+    subjects: list[tuple[str, str, AdapterVersion | None]] = []
     for method in cfg.methods:
-        composed = compose_adapter(cfg.model, selected["candidates"], target, shots, method, cfg.compose,
-                                   cfg.experiment_name, parent_run_id, tracking_uri)
-        version = register_composed(storage, tracking_uri, composed)
-        adapters[method] = version
-        weights[f"{target.name}/{method}"] = composed["weights"]
-        if composed["trace"]:
-            traces[f"{target.name}/{method}"] = composed["trace"]
-        rows.append(evaluate(cfg.model, target, "adapter", composed["dir"], version["store_uri"], shots, cfg.eval,
-                             method, seed))
+        composed = compose_adapter(base, selection.candidates, target, shots, method, cfg.settings(method),
+                                   cfg.seed, run)
+        version = register_composed(composed, cfg.storage, run)
+        result.adapters[method] = version
+        result.weights[f"{target.name}/{method}"] = composed.weights
+        if composed.trace:
+            result.traces[f"{target.name}/{method}"] = composed.trace
+        subjects.append((method, "adapter", version))
     for baseline in cfg.eval.baselines:
         if baseline == "datamix":
             if datamix is None:
                 raise ValueError("the datamix baseline needs the DATA-MIX adapter; run through the experiment flow")
-            rows.append(evaluate(cfg.model, target, "adapter", datamix["uri"], datamix["uri"], shots, cfg.eval,
-                                 "datamix", seed))
+            subjects.append(("datamix", "adapter", datamix))
         else:
-            rows.append(evaluate(cfg.model, target, baseline, None, None, shots, cfg.eval, baseline, seed))
-    return {"target": target.name, "rows": [r["row"] for r in rows], "throughput": {r["row"]["method"]: r["throughput"]
-            for r in rows}, "weights": weights, "traces": traces, "selection": selected["scores"],
-            "adapters": adapters, "data_fingerprint": target.fingerprint}
+            subjects.append((baseline, baseline, None))
+    for label, mode, adapter in subjects:
+        report = evaluate_method(base, target, shots, label, mode, adapter, cfg.eval, cfg.seed, cfg.storage)
+        result.rows.append(report.rows[0])
+        result.throughput[label] = dict(report.throughput)
+    return result
 
 
 if __name__ == "__main__":

@@ -59,14 +59,15 @@ def load_flow(spec: DeploymentSpec):
 def validate(path: str | Path = PREFECT_FILE) -> list[DeploymentSpec]:
     """Every entrypoint loads, its parameters validate against the flow, config files validate."""
     from lorasoup_core.experiment import load_experiment
+    from lorasoup_core.pool import load_pool_file
 
     _, specs = read_specs(path)
     for spec in specs:
         flow = load_flow(spec)
         flow.validate_parameters(spec.parameters)
         config = spec.parameters.get("config")
-        if isinstance(config, str):
-            load_experiment(REPO_ROOT / config)
+        if isinstance(config, str):  # the pool flows also take pool files; the others need an experiment
+            (load_pool_file if "pool" in spec.entrypoint else load_experiment)(REPO_ROOT / config)
     return specs
 
 

@@ -8,16 +8,24 @@ experiments that depend on a changed adapter.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows._common import resolve_config, task_runner
+from flows._common import resolve_pool_file, task_runner
 from flows.experiment import experiment
 from flows.train_pool import train_pool
-from lorasoup_core.experiment.retrain_steps import dependent_experiments
+from lorasoup_core.experiment.dependents import dependent_experiments
 from tasks._policies import IO_RETRIES
+
+
+@dataclass
+class RetrainResult:
+    trained: list[str]
+    skipped: list[str]
+    rerun: list[str] = field(default_factory=list)  # config paths of the experiments run again
 
 
 @task(cache_policy=NONE, **IO_RETRIES)
@@ -26,19 +34,19 @@ def find_dependent_experiments(base_model: str, changed: list[str], tracking_uri
 
 
 @flow(name="retrain-pool", log_prints=True)
-def retrain_pool(config: str | dict[str, Any], rerun_experiments: bool = True) -> dict[str, Any]:
-    cfg = resolve_config(config)
+def retrain_pool(config: str | dict[str, Any], rerun_experiments: bool = True) -> RetrainResult:
+    cfg = resolve_pool_file(config)
     log = get_run_logger()
     runner = task_runner(cfg.pool.dask_address, cfg.pool.concurrency)
-    pool = train_pool.with_options(task_runner=runner)(config=cfg.model_dump(mode="json"))
-    log.info("retrained %d adapter(s): %s; unchanged: %d", len(pool["trained"]), pool["trained"], len(pool["skipped"]))
-    rerun: list[str] = []
-    if rerun_experiments and pool["trained"]:
-        rerun = find_dependent_experiments(cfg.model.spec, pool["trained"], cfg.tracking.tracking_uri)
-        for path in rerun:
+    pool = train_pool.with_options(task_runner=runner)(config=cfg)
+    log.info("retrained %d adapter(s): %s; unchanged: %d", len(pool.trained), pool.trained, len(pool.skipped))
+    result = RetrainResult(pool.trained, pool.skipped)
+    if rerun_experiments and pool.trained:
+        result.rerun = find_dependent_experiments(cfg.model.spec, pool.trained, cfg.tracking.tracking_uri)
+        for path in result.rerun:
             log.info("re-running experiment %s", path)
             experiment(config=path)
-    return {"trained": pool["trained"], "skipped": pool["skipped"], "rerun": rerun}
+    return result
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ class StorageConfig(StrictModel):
     uri: str | None = Field(None, description="Artifact store root; default LORASOUP_STORE or file://~/.lorasoup/artifacts.")
     s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible service (MinIO, moto, R2 ...).")
 
+    def cache_identity(self) -> None:
+        """Where artifacts are kept is no part of what a result is (adapters are named by their content)."""
+        return None
+
 
 class TrackingConfig(StrictModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or sqlite under LORASOUP_HOME.")

@@ -11,22 +11,33 @@ import json
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from lorasoup_core.reporting import (
-    ResultRow,
-    markdown_table,
-    plot_objective_traces,
-    plot_scores,
-    plot_weights,
-)
+from lorasoup_core.reporting import ResultRow, markdown_table, result_figures
 from lorasoup_core.settings import get_settings
 
 PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a step logs: the MLflow experiment, the tracking URI (None: the environment's) and the parent
+    run its runs nest under. Never part of a cache key: it says where results are logged, not what they are."""
+
+    experiment: str
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
+
+    def cache_identity(self) -> None:
+        return None
+
+    def under(self, parent_run_id: str | None) -> RunContext:
+        return RunContext(self.experiment, self.tracking_uri, parent_run_id)
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
@@ -152,13 +163,8 @@ def log_results(run_id: str, rows: list[ResultRow], *, weights: Mapping[str, Map
     c.log_table(run_id, data, artifact_file="results/results.json")
     log_metrics(run_id, {f"score/{r.task}/{r.method}": r.score for r in rows}, tracking_uri=tracking_uri)
     c.log_text(run_id, table, "results/results.md")
-    figures = {"results/scores.png": plot_scores(rows)}
-    if weights:
-        figures["results/weights.png"] = plot_weights(weights)
-    if traces:
-        figures["results/objective_traces.png"] = plot_objective_traces(traces)
-    for path, fig in figures.items():
-        c.log_figure(run_id, fig, path)
+    for name, fig in result_figures(rows, weights, traces).items():
+        c.log_figure(run_id, fig, f"results/{name}")
         plt.close(fig)
     return table
 

@@ -1,4 +1,4 @@
-"""Shared task policies: retries with backoff for I/O only, caching keyed on fingerprints."""
+"""Shared task policies: retries with backoff for I/O only, caching keyed on the typed inputs."""
 
 from __future__ import annotations
 
@@ -44,3 +44,12 @@ IO_RETRIES: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_on_io,
 }
+
+
+def typed_inputs_key(context: Any, parameters: dict[str, Any]) -> str:
+    """A task's cache key from the identities of its typed inputs (a Task by its data fingerprint, a base
+    model by its weights' fingerprint, an adapter version by its files; a RunContext not at all) and the
+    lorasoup version, so a code release never reuses old compositions and scores."""
+    from lorasoup_core.fingerprint import cache_key
+
+    return f"lorasoup-{context.task.name}-{cache_key(*parameters.values())}"

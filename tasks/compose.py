@@ -1,78 +1,73 @@
-"""Prefect tasks for composition and evaluation: thin wrappers over lorasoup_core.experiment.compose_steps.
+"""Prefect tasks for composition and evaluation: each calls the library directly.
 
-Composition and evaluation results are small dicts, persisted and cached under keys built from
-fingerprints (base weights, target data, shots, candidate versions, method config), so a re-run of
-a crashed or finished experiment does not redo them.
+Compositions and scores persist and are cached under keys computed from their typed inputs (base
+weights, target data, shots, candidate adapters, the method's settings, the seed) and the lorasoup
+version, so re-running a crashed or finished experiment does not redo them.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NONE
 
-from lorasoup_core.adapters import AdapterCard
-from lorasoup_core.compose import ComposeConfig
-from lorasoup_core.config import ModelConfig
-from lorasoup_core.data import Example, Task
-from lorasoup_core.experiment import compose_steps, pool_steps
-from lorasoup_core.experiment.config import EvalSection, SelectionSection
-from lorasoup_core.experiment.steps import fingerprint, pick_shots, shared_base
-from tasks._policies import IO_RETRIES
+from lorasoup_core.bench import EvalReport, evaluate_task
+from lorasoup_core.compose import Candidate, ComposerSettings
+from lorasoup_core.compose.target import ComposedAdapter, compose_for_target
+from lorasoup_core.config import StorageConfig
+from lorasoup_core.data import Example, Task, TaskSpec, load_task
+from lorasoup_core.experiment import EvalConfig, SelectionConfig
+from lorasoup_core.models.cache import BaseRef
+from lorasoup_core.pool import pool_candidates as _pool_candidates
+from lorasoup_core.pool import register_adapter
+from lorasoup_core.registry import AdapterVersion, open_registry, use_storage
+from lorasoup_core.selection import FilterSpec, Selection
+from lorasoup_core.selection import select_candidates as _select
+from lorasoup_core.tracking import RunContext
+from tasks._policies import IO_RETRIES, typed_inputs_key
 
 
-def _key(prefix: str, *fields: str):
-    def key_fn(context: Any, params: dict[str, Any]) -> str:
-        base = shared_base(params["model"])
-        values = []
-        for f in fields:
-            v = params[f]
-            values.append(v.fingerprint if isinstance(v, Task) else v)
-        return f"lorasoup-{prefix}-{fingerprint(base.fingerprint, *values)}"
-
-    return key_fn
+@task(task_run_name="load-target", cache_policy=NONE)
+def load_target(spec: TaskSpec | str) -> Task:
+    """Read and check the target's data (a bad file fails here, naming the file and row)."""
+    return load_task(spec)
 
 
 @task(task_run_name="shots-{target.name}", cache_policy=NONE)
 def draw_shots(target: Task, n: int, seed: int) -> list[Example]:
-    return pick_shots(target, n, seed)
+    return target.draw_shots(n, seed)
 
 
 @task(task_run_name="pool-candidates", cache_policy=NONE, **IO_RETRIES)
-def pool_candidates(storage_uri: str | None, tracking_uri: str | None, model: ModelConfig,
-                    task_names: list[str]) -> list[dict[str, Any]]:
-    """Registered pool adapters on this base model, downloaded to the local cache."""
-    reg = pool_steps.registry(storage_uri, tracking_uri)
-    return compose_steps.download(reg, compose_steps.pool_versions(reg, model, task_names))
+def pool_candidates(base: BaseRef, task_names: list[str], storage: StorageConfig, run: RunContext) -> list[Candidate]:
+    """The pool's registered adapters on this base model, downloaded to the local cache."""
+    return _pool_candidates(open_registry(storage, run.tracking_uri), base.model.spec, base.fingerprint, task_names)
 
 
 @task(task_run_name="select-{target.name}", cache_policy=NONE)
-def select_candidates(model: ModelConfig, candidates: list[dict[str, Any]], target: Task, shots: list[Example],
-                      selection: SelectionSection, seed: int) -> dict[str, Any]:
-    return compose_steps.select(model, candidates, target, shots, selection, seed)
+def select_candidates(base: BaseRef, candidates: list[Candidate], target: Task, shots: list[Example],
+                      selection: SelectionConfig, seed: int) -> Selection:
+    chain = [FilterSpec(name=f, k=selection.k, seed=seed) for f in selection.filters]
+    return _select(base.load(), candidates, target, shots, chain, selection.k)
 
 
-@task(task_run_name="compose-{target.name}-{method}", persist_result=True,
-      cache_key_fn=_key("compose", "candidates", "target", "shots", "method", "config"))
-def compose_adapter(model: ModelConfig, candidates: list[dict[str, Any]], target: Task, shots: list[Example],
-                    method: str, config: ComposeConfig, experiment: str, parent_run_id: str | None,
-                    tracking_uri: str | None) -> dict[str, Any]:
-    return compose_steps.compose_target(model, candidates, target, shots, method, config, experiment=experiment,
-                                        parent_run_id=parent_run_id, tracking_uri=tracking_uri)
+@task(task_run_name="compose-{target.name}-{method}", persist_result=True, cache_key_fn=typed_inputs_key)
+def compose_adapter(base: BaseRef, candidates: list[Candidate], target: Task, shots: list[Example], method: str,
+                    settings: ComposerSettings, seed: int, run: RunContext) -> ComposedAdapter:
+    return compose_for_target(base.load(), candidates, target, shots, method, settings, run, seed=seed)
 
 
-@task(task_run_name="register-composed-{composed[method]}", cache_policy=NONE, **IO_RETRIES)
-def register_composed(storage_uri: str | None, tracking_uri: str | None, composed: dict[str, Any]) -> dict[str, Any]:
+@task(task_run_name="register-{composed.target}-{composed.method}", cache_policy=NONE, **IO_RETRIES)
+def register_composed(composed: ComposedAdapter, storage: StorageConfig, run: RunContext) -> AdapterVersion:
     """Publish the composed adapter and register it with its lineage (candidates, method, weights)."""
-    reg = pool_steps.registry(storage_uri, tracking_uri)
-    return pool_steps.version_dict(reg.register(AdapterCard.read(composed["dir"]), composed["dir"],
-                                                run_id=composed.get("run_id")))
+    return register_adapter(open_registry(storage, run.tracking_uri), composed.adapter_dir, composed.run_id)
 
 
-@task(task_run_name="evaluate-{target.name}-{label}", persist_result=True,
-      cache_key_fn=_key("eval", "target", "mode", "adapter_digest", "shots", "eval_cfg", "label", "seed"))
-def evaluate(model: ModelConfig, target: Task, mode: str, adapter_dir: str | None, adapter_digest: str | None,
-             shots: list[Example], eval_cfg: EvalSection, label: str, seed: int) -> dict[str, Any]:
-    """Score one method or baseline (`adapter_digest` names the adapter's content for the cache key)."""
-    return compose_steps.evaluate(model, target, mode, adapter_dir, shots, eval_cfg, label, seed)
+@task(task_run_name="evaluate-{target.name}-{label}", persist_result=True, cache_key_fn=typed_inputs_key)
+def evaluate_method(base: BaseRef, target: Task, shots: list[Example], label: str, mode: str,
+                    adapter: AdapterVersion | None, settings: EvalConfig, seed: int,
+                    storage: StorageConfig) -> EvalReport:
+    """Score one method or baseline on the target's test split, never on the fitting shots."""
+    use_storage(storage)  # the store's S3 endpoint, for fetching the adapter
+    return evaluate_task(base.load(), target, mode=mode, adapter=adapter.store_uri if adapter else None,
+                         limit=settings.limit, k_shot=settings.k_shot, exclude={target.name: {s.input for s in shots}},
+                         seed=seed, batch_size=settings.batch_size, method_label=label)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorasoup_core.bench.benchmarks import BENCHMARKS, GENERIC, BenchmarkConfig
 from lorasoup_core.bench.generation import GenerationResult, generate
 from lorasoup_core.bench.metrics import bootstrap_ci, macro_average, pal_scores, score_all
+from lorasoup_core.bench.suites import BENCHMARKS, GENERIC, BenchmarkConfig
 from lorasoup_core.data import DataError, Example, Task, bbh_cot_prompt, list_tasks, load_task
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.reporting import ResultRow
@@ -55,9 +55,9 @@ def resolve_adapter(adapter: str | Path, workdir: Path) -> Path:
 
             path = fetch(text, workdir / "adapter")
         elif _REGISTRY_REF.fullmatch(text):
-            from lorasoup_core.registry import AdapterRegistry
+            from lorasoup_core.registry import open_registry
 
-            registry = AdapterRegistry()
+            registry = open_registry()
             path = registry.download(registry.get(text), workdir / "adapter")
         else:
             raise ValueError(f"adapter {text!r}: no such directory, and not an artifact URI or a registry "
@@ -248,7 +248,7 @@ def benchmark_tasks(benchmark: str, tasks: str | list[str] = "all", path: str | 
     return names
 
 
-def evaluate(base: LoadedModel, benchmark: str, tasks: str | list[str] = "all", mode: str = "zero-shot",
+def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str] = "all", mode: str = "zero-shot",
              adapter: str | Path | None = None, limit: int | None = None, k_shot: int = 3,
              exclude: dict[str, set[str]] | None = None, seed: int = 0, batch_size: int = 16,
              method_label: str | None = None, *, cot: bool = False, path: str | None = None,

@@ -5,31 +5,48 @@ from __future__ import annotations
 import typer
 
 
+def _parse_sets(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--set")
+        out[key.strip()] = yaml.safe_load(value)  # numbers, booleans and lists as YAML reads them
+    return out
+
+
 def compose_cmd(
     target: str = typer.Option(..., help="Target task, e.g. skills:count_then_add or bbh:navigate."),
-    method: str = typer.Option("lorahub", help="lorahub, cat, uniform, linear, ties, dare_linear, dare_ties, svd, "
-                               "centroid."),
+    method: str = typer.Option("lorahub", help="Composer: lorahub, cat, uniform, linear, ties, dare_linear, "
+                               "dare_ties, svd, centroid."),
+    sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-settings."),
+    list_settings: bool = typer.Option(False, "--list-settings", help="Print every method's settings and exit."),
     filter_: str = typer.Option("embedding", "--filter", help="random, loss or embedding (comma-chained)."),
     k: int = typer.Option(20, "-k", help="Candidates kept."),
     shots: int = typer.Option(5, help="Few-shot examples to fit on."),
     model: str = typer.Option("smollm2-135m", help="Base model spec (the pool's)."),
-    budget: int = typer.Option(40, help="lorahub: objective evaluations."),
-    optimizer: str = typer.Option("NGOpt", help="lorahub: nevergrad optimizer (NGOpt, CMA, TwoPointsDE ...)."),
-    formula: str = typer.Option("exact", help="lorahub: exact (sum w s B A) or lorahub ((sum w B)(sum w A))."),
-    population: int = typer.Option(1, help="lorahub: weight vectors evaluated per batched forward."),
-    cat_steps: int = typer.Option(30, help="cat: Adam steps on the coefficients."),
-    seed: int = typer.Option(0, help="Seed for shots, the random filter and the search."),
+    seed: int = typer.Option(0, help="Seed for shots, the random filter, the search and CAT's init."),
 ) -> None:
-    """Filter the pool, compose, export a plain PEFT adapter, publish and register it with its lineage."""
-    from lorasoup_core.compose import COMPOSERS, ComposeConfig
-    from lorasoup_core.config import ConfigError, ModelConfig
-    from lorasoup_core.data import load_task
-    from lorasoup_core.experiment import compose_steps, pool_steps
-    from lorasoup_core.experiment.config import SelectionSection
-    from lorasoup_core.experiment.steps import pick_shots, shared_base
-    from lorasoup_core.plugins import UnknownPluginError
-    from lorasoup_core.selection import FILTERS
+    """Filter the pool, compose, export a plain PEFT adapter, publish and register it with its lineage.
 
+    Examples: --method lorahub --set budget=40 --set optimizer=CMA --set population=4;
+    --method cat --set steps=60; --method ties --set density=0.7."""
+    from lorasoup_core.compose import COMPOSERS, CompositionError, settings_for, settings_help
+    from lorasoup_core.compose.target import compose_for_target
+    from lorasoup_core.config import ModelConfig
+    from lorasoup_core.data import load_task
+    from lorasoup_core.models.cache import shared_model
+    from lorasoup_core.plugins import UnknownPluginError
+    from lorasoup_core.pool import pool_candidates, register_adapter
+    from lorasoup_core.registry import open_registry
+    from lorasoup_core.selection import FILTERS, FilterSpec, select_candidates
+    from lorasoup_core.tracking import RunContext
+
+    if list_settings:
+        typer.echo(settings_help())
+        return
     for registry, names, hint in ((COMPOSERS, [method], "--method"), (FILTERS, filter_.split(","), "--filter")):
         try:
             for name in names:
@@ -37,25 +54,22 @@ def compose_cmd(
         except UnknownPluginError as err:
             raise typer.BadParameter(str(err), param_hint=hint) from None
     try:
-        config = ComposeConfig(budget=budget, seed=seed, optimizer=optimizer, formula=formula,
-                               population=population, cat_steps=cat_steps)
-    except (ConfigError, ValueError) as err:
-        raise typer.BadParameter(str(err)) from None
-    mcfg = ModelConfig(spec=model)
-    reg = pool_steps.registry(None, None)
+        settings = settings_for(method, _parse_sets(sets))
+    except CompositionError as err:
+        raise typer.BadParameter(str(err), param_hint="--set") from None
+    reg = open_registry()
     task = load_task(target)
-    fit = pick_shots(task, shots, seed)
-    base = shared_base(mcfg)
-    names = sorted({v.task for v in reg.list(base_model=model) if v.origin != "composed"
-                    and v.base_fingerprint == base.fingerprint})
-    if not names:
+    fit = task.draw_shots(shots, seed)
+    base = shared_model(ModelConfig(spec=model))
+    candidates = pool_candidates(reg, model, base.fingerprint)
+    if not candidates:
         raise typer.BadParameter(f"no registered adapters on {model}; run `lorasoup pool train` first")
-    items = compose_steps.download(reg, compose_steps.pool_versions(reg, mcfg, names))
-    sel = compose_steps.select(mcfg, items, task, fit, SelectionSection(filters=filter_.split(","), k=k), seed)
-    for line in sel["log"]:
+    chain = [FilterSpec(name=f, k=k, seed=seed) for f in filter_.split(",")]
+    sel = select_candidates(base, candidates, task, fit, chain, k)
+    for line in sel.log:
         typer.echo(f"selection: {line}")
-    out = compose_steps.compose_target(mcfg, sel["candidates"], task, fit, method, config,
-                                       experiment=f"compose-{task.name}", parent_run_id=None, tracking_uri=None)
-    version = pool_steps.register(reg, out["dir"], out["run_id"])
-    typer.echo("weights: " + ", ".join(f"{n}={w:.3f}" for n, w in out["weights"].items()))
-    typer.echo(f"registered {version['name']}/{version['version']} at {version['store_uri']}")
+    composed = compose_for_target(base, sel.candidates, task, fit, method, settings,
+                                  RunContext(f"compose-{task.name}"), seed=seed)
+    version = register_adapter(reg, composed.adapter_dir, composed.run_id)
+    typer.echo("weights: " + ", ".join(f"{n}={w:.3f}" for n, w in composed.weights.items()))
+    typer.echo(f"registered {version.ref} at {version.store_uri}")

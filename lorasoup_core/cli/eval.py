@@ -28,7 +28,7 @@ def eval_cmd(
 ) -> None:
     """Per-task scores with 95% bootstrap intervals, the macro average, examples/s, generated tokens/s and
     prompt tokens per example."""
-    from lorasoup_core.bench import BENCHMARKS, evaluate
+    from lorasoup_core.bench import BENCHMARKS, evaluate_benchmark
     from lorasoup_core.models import load_model
     from lorasoup_core.reporting import markdown_table
 
@@ -41,7 +41,7 @@ def eval_cmd(
         raise typer.BadParameter(f"--adapter is used in mode 'adapter', not {mode!r}", param_hint="--mode")
     try:
         base = load_model(model, device=device)
-        report = evaluate(base, benchmark, tasks, mode, adapter, limit, k_shot, seed=seed, batch_size=batch_size,
+        report = evaluate_benchmark(base, benchmark, tasks, mode, adapter, limit, k_shot, seed=seed, batch_size=batch_size,
                           cot=cot, path=data)
     except (LookupError, ValueError) as err:  # unknown task/mode, bad data, bad adapter, registry miss
         raise typer.BadParameter(str(err)) from None

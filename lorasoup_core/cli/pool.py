@@ -12,10 +12,10 @@ COLUMNS = ("name", "ver", "task", "base", "rank", "aliases", "val_loss", "uri")
 
 
 def _registry(tracking_uri: str | None, store: str | None):
-    from lorasoup_core.registry import AdapterRegistry
-    from lorasoup_core.storage import open_store
+    from lorasoup_core.config import StorageConfig
+    from lorasoup_core.registry import open_registry
 
-    return AdapterRegistry(tracking_uri=tracking_uri, store=open_store(store))
+    return open_registry(StorageConfig(uri=store), tracking_uri)
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -48,16 +48,21 @@ def train_cmd(config: Path = typer.Option(..., "--config", "-c", help="Pool YAML
     """Train and register one adapter per task; tasks already registered with the same base, data and
     training config are skipped."""
     from lorasoup_core.config import ConfigError
-    from lorasoup_core.pool import load_pool, train_pool
+    from lorasoup_core.models.cache import shared_model
+    from lorasoup_core.pool import ensure_pool, load_pool_file
+    from lorasoup_core.registry import open_registry
+    from lorasoup_core.tracking import RunContext
 
     try:
-        cfg = load_pool(config)
+        cfg = load_pool_file(config)
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config") from None
-    report = train_pool(cfg, progress=progress)
-    for task, v in report.versions.items():
-        typer.echo(f"{task}: {v.ref} ({'trained' if task in report.trained else 'already registered'})")
-    typer.echo(f"trained {len(report.trained)}, skipped {len(report.skipped)}")
+    registry = open_registry(cfg.storage, cfg.tracking.tracking_uri)
+    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri)
+    result = ensure_pool(cfg.pool, shared_model(cfg.model), registry, run, progress=progress)
+    for task, v in result.versions.items():
+        typer.echo(f"{task}: {v.ref} ({'trained' if task in result.trained else 'already registered'})")
+    typer.echo(f"trained {len(result.trained)}, skipped {len(result.skipped)}")
 
 
 @app.command("import")

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from lorasoup_core.compose import cat, centroid, lorahub, merges  # noqa: F401  (register the composers)
-from lorasoup_core.compose.base import COMPOSERS, Composition, Inputs
-from lorasoup_core.compose.config import ComposeConfig
+from lorasoup_core.compose.base import (
+    COMPOSERS,
+    ComposerOutput,
+    ComposerSettings,
+    ComposerSpec,
+    Composition,
+    Inputs,
+    ObjectiveSettings,
+    composer,
+    settings_for,
+    settings_help,
+)
 from lorasoup_core.compose.engine import Engine, applied
 from lorasoup_core.compose.export import export_peft
 from lorasoup_core.compose.objective import FewShot
@@ -12,24 +25,27 @@ from lorasoup_core.compose.stack import Candidate, CompositionError, Stack
 from lorasoup_core.data import Example, Task
 from lorasoup_core.models import LoadedModel
 
-__all__ = ["COMPOSERS", "Candidate", "ComposeConfig", "Composition", "CompositionError", "Engine", "FewShot",
-           "Inputs", "Stack", "applied", "compose", "export_peft", "few_shot_loss"]
+__all__ = ["COMPOSERS", "Candidate", "ComposerOutput", "ComposerSettings", "ComposerSpec", "Composition",
+           "CompositionError", "Engine", "FewShot", "Inputs", "ObjectiveSettings", "Stack", "applied", "compose",
+           "composer", "export_peft", "few_shot_loss", "settings_for", "settings_help"]
 
 
 def compose(method: str, base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],
-            config: ComposeConfig | None = None) -> Composition:
-    """Compose `candidates` for `target` with the named method, fitted on `shots`."""
-    config = config or ComposeConfig()
-    composer = COMPOSERS.get(method)
+            settings: ComposerSettings | Mapping[str, Any] | None = None, *, seed: int = 0) -> Composition:
+    """Compose `candidates` for `target` with the named method, fitted on `shots`; `settings` are the
+    method's own (validated by its settings class), `seed` drives searches, initialisations and pruning."""
+    spec = COMPOSERS.get(method)
+    settings = settings_for(method, settings)
     if not shots:
         raise CompositionError(f"target {target.name!r}: no few-shot examples to fit on")
     stack = Stack(base, candidates)
-    inp = Inputs(base, stack, target, shots, config)
-    weights, trace, factors = composer(inp)
-    comp = Composition(method, stack.names, weights, trace, factors, base, target, shots, config,
-                       versions=[c.version for c in candidates], extra=dict(inp.extra))
-    comp.extra["few_shot_loss"] = few_shot_loss(base, factors, target, shots, config.max_length)
-    return comp
+    output = spec.fn(Inputs(base, stack, target, shots, settings, seed))
+    if not isinstance(output, ComposerOutput):
+        raise TypeError(f"composer {method!r} returned {type(output).__name__}, not ComposerOutput")
+    max_length = settings.max_length if isinstance(settings, ObjectiveSettings) else 256
+    return Composition(method, stack.names, output, base, target, shots, settings, seed,
+                       versions=[c.version for c in candidates],
+                       few_shot_loss=few_shot_loss(base, output.factors, target, shots, max_length))
 
 
 def few_shot_loss(base: LoadedModel, factors, target: Task, shots: list[Example], max_length: int = 256) -> float:

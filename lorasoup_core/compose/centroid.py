@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from lorasoup_core.adapters.embed import centroid as unit_centroid
 from lorasoup_core.adapters.embed import embed_texts
-from lorasoup_core.compose.base import COMPOSERS, Inputs
+from lorasoup_core.compose.base import ComposerOutput, ComposerSettings, Inputs, composer
 from lorasoup_core.compose.stack import Candidate, CompositionError
 from lorasoup_core.data import Example, Task
 from lorasoup_core.models import LoadedModel
@@ -30,11 +31,16 @@ def similarities(base: LoadedModel, candidates: list[Candidate], target: Task, s
     return np.asarray(sims)
 
 
-@COMPOSERS.register("centroid")
-def centroid(inp: Inputs):
+class CentroidSettings(ComposerSettings):
+    temperature: float = Field(0.05, gt=0, description="Softmax temperature over cosine similarities.")
+
+
+@composer("centroid", CentroidSettings)
+def centroid(inp: Inputs[CentroidSettings]) -> ComposerOutput:
+    """Softmax of the cosines between the shots' embedding centroid and each adapter's; no search."""
     sims = similarities(inp.base, inp.stack.candidates, inp.target, inp.shots)
-    s = sims / inp.config.temperature
+    s = sims / inp.settings.temperature
     w = np.exp(s - s.max())
     w = w / w.sum()
-    inp.extra["similarities"] = sims.tolist()
-    return w.tolist(), [], inp.stack.exact(torch.tensor(w, dtype=inp.base.dtype, device=inp.base.device))
+    factors = inp.stack.exact(torch.tensor(w, dtype=inp.base.dtype, device=inp.base.device))
+    return ComposerOutput(w.tolist(), factors, diagnostics={"similarities": sims.tolist()})

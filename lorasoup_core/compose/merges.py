@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from peft.utils import merge_utils
+from pydantic import Field
 
-from lorasoup_core.compose.base import COMPOSERS, Factors, Inputs
+from lorasoup_core.compose.base import ComposerOutput, ComposerSettings, Factors, Inputs, composer
 from lorasoup_core.compose.stack import CompositionError
 
 
-def _weights(inp: Inputs) -> torch.Tensor:
+class LinearSettings(ComposerSettings):
+    weights: list[float] | None = Field(None, description="One weight per candidate (default uniform 1/n).")
+
+
+class SvdSettings(LinearSettings):
+    svd_rank: int | None = Field(None, ge=1, description="Rank of the exported adapter (truncated SVD per "
+                                 "module); default the candidates' largest rank.")
+
+
+class DareSettings(SvdSettings):
+    density: float = Field(0.5, gt=0, le=1, description="Fraction of delta entries kept.")
+
+
+class TiesSettings(DareSettings):
+    majority_sign_method: Literal["total", "frequency"] = Field("total", description="Sign election.")
+
+
+def _weights(inp: Inputs[LinearSettings]) -> torch.Tensor:
     n = len(inp.stack)
-    w = inp.config.weights or [1.0 / n] * n
+    w = inp.settings.weights or [1.0 / n] * n
     if len(w) != n:
-        raise CompositionError(f"linear: {len(w)} weights for {n} candidates ({', '.join(inp.stack.names)})")
+        raise CompositionError(f"{len(w)} weights for {n} candidates ({', '.join(inp.stack.names)})")
     return torch.tensor(w, dtype=inp.base.dtype, device=inp.base.device)
 
 
@@ -28,48 +48,50 @@ def _deltas(inp: Inputs, m: str) -> list[torch.Tensor]:
     return [b @ a for a, b in zip(inp.stack.A[m], inp.stack.B[m], strict=True)]
 
 
-def _dense_merge(inp: Inputs, merge) -> Factors:
-    rank = inp.config.svd_rank or max(max(r) for r in inp.stack.ranks.values())
-    torch.manual_seed(inp.config.seed)  # DARE prunes at random
+def _dense_merge(inp: Inputs[SvdSettings], merge) -> ComposerOutput:
+    rank = inp.settings.svd_rank or max(max(r) for r in inp.stack.ranks.values())
+    torch.manual_seed(inp.seed)  # DARE prunes at random
     w = _weights(inp)
-    return {m: to_lora(merge(_deltas(inp, m), w), rank) for m in inp.stack.modules}
+    factors: Factors = {m: to_lora(merge(_deltas(inp, m), w), rank) for m in inp.stack.modules}
+    return ComposerOutput(w.tolist(), factors)
 
 
-@COMPOSERS.register("linear")
-def linear(inp: Inputs):
+@composer("linear", LinearSettings)
+def linear(inp: Inputs[LinearSettings]) -> ComposerOutput:
     """The exact weighted sum sum_i w_i s_i B_i A_i, exported losslessly by concatenating ranks."""
     w = _weights(inp)
-    return w.tolist(), [], inp.stack.exact(w)
+    return ComposerOutput(w.tolist(), inp.stack.exact(w))
 
 
-@COMPOSERS.register("uniform")
-def uniform(inp: Inputs):
+@composer("uniform")
+def uniform(inp: Inputs) -> ComposerOutput:
     """The exact average of the candidates (weights 1/n)."""
     n = len(inp.stack)
     w = torch.full((n,), 1.0 / n, dtype=inp.base.dtype, device=inp.base.device)
-    return w.tolist(), [], inp.stack.exact(w)
+    return ComposerOutput(w.tolist(), inp.stack.exact(w))
 
 
-@COMPOSERS.register("svd")
-def svd(inp: Inputs):
+@composer("svd", SvdSettings)
+def svd(inp: Inputs[SvdSettings]) -> ComposerOutput:
     """The weighted sum compressed to `svd_rank` by truncated SVD per module."""
-    return _weights(inp).tolist(), [], _dense_merge(inp, merge_utils.task_arithmetic)
+    return _dense_merge(inp, merge_utils.task_arithmetic)
 
 
-@COMPOSERS.register("ties")
-def ties(inp: Inputs):
-    c = inp.config
-    return _weights(inp).tolist(), [], _dense_merge(
-        inp, lambda t, w: merge_utils.ties(t, w, c.density, c.majority_sign_method))
+@composer("ties", TiesSettings)
+def ties(inp: Inputs[TiesSettings]) -> ComposerOutput:
+    """TIES (PEFT merge_utils) on the dense deltas, truncated by SVD."""
+    s = inp.settings
+    return _dense_merge(inp, lambda t, w: merge_utils.ties(t, w, s.density, s.majority_sign_method))
 
 
-@COMPOSERS.register("dare_linear")
-def dare_linear(inp: Inputs):
-    return _weights(inp).tolist(), [], _dense_merge(inp, lambda t, w: merge_utils.dare_linear(t, w, inp.config.density))
+@composer("dare_linear", DareSettings)
+def dare_linear(inp: Inputs[DareSettings]) -> ComposerOutput:
+    """DARE pruning, then a weighted sum (PEFT merge_utils) on the dense deltas, truncated by SVD."""
+    return _dense_merge(inp, lambda t, w: merge_utils.dare_linear(t, w, inp.settings.density))
 
 
-@COMPOSERS.register("dare_ties")
-def dare_ties(inp: Inputs):
-    c = inp.config
-    return _weights(inp).tolist(), [], _dense_merge(
-        inp, lambda t, w: merge_utils.dare_ties(t, w, c.density, c.majority_sign_method))
+@composer("dare_ties", TiesSettings)
+def dare_ties(inp: Inputs[TiesSettings]) -> ComposerOutput:
+    """DARE pruning, then TIES sign election (PEFT merge_utils) on the dense deltas, truncated by SVD."""
+    s = inp.settings
+    return _dense_merge(inp, lambda t, w: merge_utils.dare_ties(t, w, s.density, s.majority_sign_method))

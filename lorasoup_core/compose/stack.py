@@ -26,6 +26,12 @@ class Candidate:
     card: AdapterCard | None = None
     version: str | None = None
 
+    def cache_identity(self) -> list[str | None]:
+        """The adapter's content, not where this machine keeps its copy."""
+        fps = [self.card.base_fingerprint, self.card.data_fingerprint, self.card.config_fingerprint] \
+            if self.card else [str(self.path)]
+        return [self.name, self.version, *fps]
+
 
 class Stack:
     def __init__(self, base: LoadedModel, candidates: list[Candidate]) -> None:

@@ -3,6 +3,7 @@ and a metric name. Every source in ``lorasoup_core.data.sources`` produces one o
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,12 @@ class Task:
         if name not in SPLITS:
             raise DataError(f"task {self.name!r}: unknown split {name!r}; known: {', '.join(SPLITS)}")
         return getattr(self, name)
+
+    def draw_shots(self, n: int, seed: int) -> list[Example]:
+        """The few-shot examples a composition is fitted on: a seeded draw from the train split."""
+        if len(self.train) < n:
+            raise DataError(f"task {self.name!r} has {len(self.train)} train examples; {n} shots requested")
+        return random.Random(seed).sample(self.train, n)
 
     @property
     def fingerprint(self) -> str:

@@ -1,5 +1,14 @@
-"""Experiment configs and the library steps the Prefect pipeline wraps."""
+"""Experiment configs, typed results and the report of an experiment run."""
 
-from lorasoup_core.experiment.config import ExperimentConfig, load_experiment
+from lorasoup_core.experiment import report
+from lorasoup_core.experiment.config import (
+    EvalConfig,
+    ExperimentConfig,
+    SelectionConfig,
+    TargetConfig,
+    load_experiment,
+)
+from lorasoup_core.experiment.results import ExperimentResult, TargetResult
 
-__all__ = ["ExperimentConfig", "load_experiment"]
+__all__ = ["EvalConfig", "ExperimentConfig", "ExperimentResult", "SelectionConfig", "TargetConfig", "TargetResult",
+           "load_experiment", "report"]

@@ -1,63 +1,76 @@
-"""The experiment config: one YAML file drives the whole DAG (pool -> compose -> evaluate -> report)."""
+"""The experiment config: one YAML file drives the whole DAG (pool -> compose -> evaluate -> report).
+
+It is a pool file (model, storage, tracking, pool) plus the targets, the candidate selection, the
+methods with their own settings, and the evaluation.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from lorasoup_core.adapters import TrainingConfig
-from lorasoup_core.compose import ComposeConfig
-from lorasoup_core.config import ModelConfig, StorageConfig, StrictModel, TrackingConfig, load_config
-from lorasoup_core.data import TaskSpec
+from lorasoup_core.compose import ComposerSettings, settings_for
+from lorasoup_core.config import StrictModel, load_config
+from lorasoup_core.data import TaskSpec, parse_spec
+from lorasoup_core.pool.config import PoolFile
 
 Baseline = Literal["zero-shot", "icl", "datamix"]
 
 
-class PoolSection(StrictModel):
-    tasks: list[TaskSpec | str] = Field(description="Upstream tasks, one adapter each ('skills:add', a TaskSpec ...).")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="LoRA training for every task.")
-    overrides: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-task changes to `training`, keyed by task name.")
-    concurrency: int = Field(1, ge=1, description="Adapters trained at once (each worker thread holds a model copy).")
-    embed_examples: int = Field(64, ge=0, description="Training inputs embedded per adapter for retrieval.")
-    dask_address: str | None = Field(None, description="Dask scheduler address: train on that cluster (`dask` extra).")
-    datamix_proportions: dict[str, float] | None = Field(
-        None, description="DATA-MIX baseline: share of each pool task in the mixture (default equal).")
+def _known(registry: Any, names: Any) -> Any:
+    """Registry lookups as a validation error (pydantic reports ValueErrors, not KeyErrors)."""
+    from lorasoup_core.plugins import UnknownPluginError
+
+    for name in names:
+        try:
+            registry.get(name)
+        except UnknownPluginError as err:
+            raise ValueError(str(err)) from None
+    return names
 
 
-class SelectionSection(StrictModel):
+class SelectionConfig(StrictModel):
     filters: list[str] = Field(["embedding"], description="Candidate filters, applied in order: random, loss, embedding.")
     k: int = Field(20, ge=1, description="Candidates kept for composition.")
 
+    @field_validator("filters")
+    @classmethod
+    def _known_filters(cls, filters: list[str]) -> list[str]:
+        from lorasoup_core.selection import FILTERS
 
-class TargetSection(StrictModel):
+        return _known(FILTERS, filters)
+
+
+class TargetConfig(StrictModel):
     task: TaskSpec | str = Field(description="The unseen target task ('skills:count_then_add', 'bbh:navigate' ...).")
     shots: int = Field(5, ge=1, description="Few-shot examples the composition is fitted on (never scored).")
 
+    @property
+    def name(self) -> str:
+        return parse_spec(self.task).name
 
-class EvalSection(StrictModel):
+
+class EvalConfig(StrictModel):
     limit: int | None = Field(50, ge=1, description="Test examples scored per target (None = all).")
     k_shot: int = Field(3, ge=1, description="Demonstrations in the ICL baseline's prompt.")
     batch_size: int = Field(16, ge=1, description="Generation batch size.")
     baselines: list[Baseline] = Field(["zero-shot", "icl"], description="Baselines evaluated beside the composers.")
 
 
-class ExperimentConfig(StrictModel):
+class ExperimentConfig(PoolFile):
     """Everything one experiment run needs; params of the MLflow parent run are this, fully resolved."""
 
     name: str = Field(description="Experiment name: the MLflow experiment and the store prefix for reports.")
-    seed: int = Field(0, description="Seed for shot sampling, random filters and searches.")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    pool: PoolSection
-    targets: list[TargetSection] = Field(description="Target tasks to compose for.")
-    selection: SelectionSection = Field(default_factory=SelectionSection)
+    seed: int = Field(0, description="Seed for shot sampling, random filters, searches, CAT init and pruning.")
+    targets: list[TargetConfig] = Field(description="Target tasks to compose for.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     methods: list[str] = Field(["lorahub", "cat", "uniform", "centroid"], description="Composers to run.")
-    compose: ComposeConfig = Field(default_factory=ComposeConfig)
-    eval: EvalSection = Field(default_factory=EvalSection)
+    compose: dict[str, SerializeAsAny[ComposerSettings]] = Field(
+        default_factory=dict, description="Settings per method, e.g. {lorahub: {budget: 40}, cat: {steps: 30}}; "
+        "each validated by that method's settings class. Methods left out run with their defaults.")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @property
     def experiment_name(self) -> str:
@@ -69,9 +82,27 @@ class ExperimentConfig(StrictModel):
     def _known_methods(cls, methods: list[str]) -> list[str]:
         from lorasoup_core.compose import COMPOSERS
 
-        for m in methods:
-            COMPOSERS.get(m)  # fails loudly, listing the known composers
-        return methods
+        return _known(COMPOSERS, methods)
+
+    @field_validator("compose", mode="before")
+    @classmethod
+    def _settings_per_method(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        from lorasoup_core.compose import COMPOSERS
+
+        return {m: settings_for(m, v) for m, v in value.items() if _known(COMPOSERS, [m])}
+
+    @model_validator(mode="after")
+    def _every_method_resolved(self) -> ExperimentConfig:
+        extra = sorted(set(self.compose) - set(self.methods))
+        if extra:
+            raise ValueError(f"compose has settings for method(s) not in `methods`: {', '.join(extra)}")
+        self.compose = {m: settings_for(m, self.compose.get(m)) for m in self.methods}
+        return self
+
+    def settings(self, method: str) -> ComposerSettings:
+        return self.compose.get(method) or settings_for(method)
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:

@@ -1,11 +1,16 @@
-"""The pool config: a base model, its upstream tasks and how each task's LoRA is trained."""
+"""The pool config: upstream tasks and how each task's LoRA is trained.
+
+One model, `PoolConfig`, is the `pool:` section of every YAML that trains adapters: a pool file
+(`lorasoup pool train --config configs/pool_skills.yaml`) is model + storage + tracking + pool, and an
+experiment file adds its targets, methods and evaluation to the same four sections.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from lorasoup_core.adapters import TrainingConfig
 from lorasoup_core.config import (
@@ -17,30 +22,47 @@ from lorasoup_core.config import (
     load_config,
     read_yaml,
 )
-from lorasoup_core.data import TaskSpec
+from lorasoup_core.data import TaskSpec, parse_spec
 
 DEFAULT_EXPERIMENT = "lorasoup-pool"
 
 
 class PoolConfig(StrictModel):
-    """One adapter per task on one base model; what `lorasoup pool train --config` reads."""
+    """One adapter per task on one base model."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The base model every adapter is for.")
     tasks: list[TaskSpec | str] = Field(description="Upstream tasks, one adapter each ('skills:add', or a TaskSpec "
                                         "mapping with source/name/path ...).")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="LoRA training for every task.")
     overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-task changes to `training`, keyed by task name "
         "(e.g. {add: {steps: 200}}).")
-    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where adapter files are published.")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
-                                     description="MLflow tracking/registry server and the experiment of training runs.")
     embed_examples: int = Field(64, ge=0, description="Training inputs embedded per adapter (card embedding, "
                                 "used by retrieval filters); 0 skips the embedding.")
+    concurrency: int = Field(1, ge=1, description="Adapters trained at once by the pipeline (each worker thread "
+                             "holds a model copy).")
+    dask_address: str | None = Field(None, description="Dask scheduler address: the pipeline trains on that "
+                                     "cluster (`dask` extra).")
+    datamix_proportions: dict[str, float] | None = Field(
+        None, description="DATA-MIX baseline: share of each pool task in the mixture (default equal).")
 
     @property
-    def experiment_name(self) -> str:
-        return self.tracking.experiment or DEFAULT_EXPERIMENT
+    def task_names(self) -> list[str]:
+        return [parse_spec(s).name for s in self.tasks]
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolConfig:
+        names = self.task_names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tasks: {', '.join(dupes)} listed more than once; one adapter per task")
+        for where, keys in (("overrides", self.overrides), ("datamix_proportions", self.datamix_proportions or {})):
+            unknown = sorted(set(keys) - set(names))
+            if unknown:
+                raise ValueError(f"{where} name task(s) not in the pool: {', '.join(unknown)}; "
+                                 f"pool: {', '.join(names)}")
+        for name in self.overrides:
+            self.training_for(name)  # a misspelt key or a bad value fails at load time, naming the task
+        return self
 
     def training_for(self, task_name: str) -> TrainingConfig:
         """`training` with the task's overrides applied (validated; an unknown key is an error)."""
@@ -51,25 +73,33 @@ class PoolConfig(StrictModel):
         except ValidationError as err:
             problems = "; ".join(f"overrides.{task_name}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                  for e in err.errors())
-            raise ConfigError(problems) from None
+            raise ValueError(problems) from None
 
 
-# Experiment-only keys of an experiment config's `pool` section, ignored when it is read as a pool.
-_EXPERIMENT_POOL_KEYS = ("concurrency", "dask_address", "datamix_proportions")
+class PoolFile(StrictModel):
+    """What `lorasoup pool train --config` reads: a base model, where adapters go, and the pool."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The base model every adapter is for.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where adapter files are published.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
+                                     description="MLflow tracking/registry server and the experiment of training runs.")
+    pool: PoolConfig = Field(description="The upstream tasks and their training.")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or DEFAULT_EXPERIMENT
 
 
-def load_pool(path: str | Path) -> PoolConfig:
-    """A pool YAML, or an experiment YAML (configs/demo.yaml) whose `pool` section is used."""
+def load_pool_file(path: str | Path) -> PoolFile:
+    """A pool YAML, or an experiment YAML (validated whole) whose pool is trained under its experiment."""
     data = read_yaml(path)
-    if not isinstance(data.get("pool"), dict):
-        return load_config(path, PoolConfig)
-    pool = {k: v for k, v in data["pool"].items() if k not in _EXPERIMENT_POOL_KEYS}
-    tracking = dict(data.get("tracking") or {})
-    if data.get("name"):
-        tracking.setdefault("experiment", data["name"])
-    merged = {**pool, **{k: data[k] for k in ("model", "storage") if k in data}, "tracking": tracking}
+    if "targets" not in data:
+        return load_config(path, PoolFile)
+    from lorasoup_core.experiment import ExperimentConfig
+
+    exp = load_config(path, ExperimentConfig)
+    tracking = exp.tracking.model_copy(update={"experiment": exp.experiment_name})
     try:
-        return PoolConfig.model_validate(merged)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{path}: invalid pool section: {problems}") from None
+        return PoolFile(model=exp.model, storage=exp.storage, tracking=tracking, pool=exp.pool)
+    except ValidationError as err:  # cannot happen for a valid experiment; kept for a clear message
+        raise ConfigError(f"{path}: {err}") from None

@@ -8,6 +8,7 @@ version is created and deleted again if creating the version fails, so neither e
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from lorasoup_core import tracking
 from lorasoup_core.adapters.card import AdapterCard, slug
+from lorasoup_core.config import StorageConfig
 from lorasoup_core.storage import ArtifactStore, StoreError, fetch, open_store
 
 PREFIX = "lorasoup"
@@ -47,6 +49,11 @@ class AdapterVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}/{self.version}"
+
+    def cache_identity(self) -> list[str]:
+        """What the version's files are (aliases and tags may move; these never do)."""
+        return [self.name, self.version, self.base_fingerprint, self.data_fingerprint, self.config_fingerprint,
+                self.store_uri]
 
 
 def model_name(base_model: str, adapter: str) -> str:
@@ -205,3 +212,19 @@ class AdapterRegistry:
                 return False
         self.client.set_registered_model_alias(version.name, "champion", version.version)
         return True
+
+
+def use_storage(storage: StorageConfig | None) -> None:
+    """Make a config's S3 endpoint the process's: s3fs (the store, verified downloads) and MLflow's S3
+    artifact client read it from the environment."""
+    if storage is not None and storage.s3_endpoint_url:
+        os.environ["LORASOUP_S3_ENDPOINT_URL"] = storage.s3_endpoint_url
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = storage.s3_endpoint_url
+
+
+def open_registry(storage: StorageConfig | None = None, tracking_uri: str | None = None) -> AdapterRegistry:
+    """The registry a config names (artifact store, S3 endpoint, tracking URI), or the environment's
+    defaults: the one way the CLI, the pipeline and the benchmarks open it."""
+    storage = storage or StorageConfig()
+    use_storage(storage)
+    return AdapterRegistry(tracking_uri=tracking_uri, store=open_store(storage.uri))

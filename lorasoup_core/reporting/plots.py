@@ -63,3 +63,14 @@ def plot_objective_traces(traces: dict[str, list[float]], title: str = "Search o
         ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def result_figures(rows: list[ResultRow], weights: dict[str, dict[str, float]] | None = None,
+                   traces: dict[str, list[float]] | None = None) -> dict[str, plt.Figure]:
+    """An experiment's figures by file name: scores, and the weights and objective traces when there are any."""
+    figures = {"scores.png": plot_scores(rows)}
+    if weights:
+        figures["weights.png"] = plot_weights(weights)
+    if traces:
+        figures["objective_traces.png"] = plot_objective_traces(traces)
+    return figures

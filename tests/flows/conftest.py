@@ -23,7 +23,7 @@ def tiny_config(tmp_path, **overrides) -> dict:
         "targets": [{"task": {"source": "skills", "name": "count_then_add", "n_test": 12}, "shots": 5}],
         "selection": {"filters": ["embedding"], "k": 4},
         "methods": ["lorahub", "cat", "uniform", "centroid"],
-        "compose": {"budget": 12},
+        "compose": {"lorahub": {"budget": 12}},
         "eval": {"limit": 12, "k_shot": 2, "batch_size": 12, "baselines": ["zero-shot", "icl", "datamix"]},
     }
     for key, value in overrides.items():

@@ -21,21 +21,24 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     path = write_config(tmp_path, cfg)
     result = experiment(config=str(path))
 
-    methods = {r["method"] for r in result["rows"]}
+    methods = {r.method for r in result.rows}
     assert methods == {"lorahub", "cat", "uniform", "centroid", "zero-shot", "icl", "datamix"}
-    assert all(r["task"] == "count_then_add" and r["n"] == 12 and r["ci_low"] <= r["score"] <= r["ci_high"]
-               for r in result["rows"])
-    assert "| count_then_add |" in result["table"] and sorted(result["trained"]) == sorted(TINY_POOL)
+    assert all(r.task == "count_then_add" and r.n == 12 and r.ci_low <= r.score <= r.ci_high for r in result.rows)
+    assert "| count_then_add |" in result.table and sorted(result.trained) == sorted(TINY_POOL)
 
     # MLflow: a parent run with the resolved config, nested runs for training / composition, the table, plots
     client = MlflowClient(cfg["tracking"]["tracking_uri"])
-    parent = client.get_run(result["run_id"])
+    parent = client.get_run(result.run_id)
     assert parent.data.params["pool.training.steps"] == "60" and parent.info.status == "FINISHED"
     assert parent.data.tags["lorasoup.pool_tasks"] == ",".join(TINY_POOL)
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result['run_id']}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     steps = sorted(c.data.tags["lorasoup.step"] for c in children)
     assert steps.count("train") == len(TINY_POOL) + 1 and steps.count("compose") == 4  # + DATA-MIX
-    artifacts = {a.path for a in client.list_artifacts(result["run_id"], "results")}
+    for train_run in (c for c in children if c.data.tags["lorasoup.step"] == "train"):
+        # one metric scheme for training runs, whichever path trained them (see tests/lorasoup_core/pool)
+        curve = client.get_metric_history(train_run.info.run_id, "train_loss")
+        assert [m.step for m in curve] == list(range(1, 61)) and "train_loss_curve" not in train_run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "results")}
     assert {"results/results.json", "results/scores.png", "results/weights.png", "results/results.md"} <= artifacts
     assert "score/count_then_add/lorahub" in parent.data.metrics
 
@@ -46,10 +49,10 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     lorahub = next(v for v in versions if v.origin == "composed" and "lorahub" in v.name)
     assert json.loads(lorahub.tags["lineage"])["method"] == "lorahub"
     store = open_store(cfg["storage"]["uri"])
-    assert store.exists(f"reports/tiny-experiment/{result['run_id']}")
+    assert store.exists(f"reports/tiny-experiment/{result.run_id}")
 
     # a second run trains nothing, creates no versions, and reuses cached compositions and scores
     again = experiment(config=str(path))
-    assert again["trained"] == [] and sorted(again["skipped"]) == sorted(TINY_POOL)
+    assert again.trained == [] and sorted(again.skipped) == sorted(TINY_POOL)
     assert len(reg.list()) == len(versions)
-    assert {(r["method"], r["score"]) for r in again["rows"]} == {(r["method"], r["score"]) for r in result["rows"]}
+    assert {(r.method, r.score) for r in again.rows} == {(r.method, r.score) for r in result.rows}

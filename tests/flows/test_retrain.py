@@ -17,13 +17,13 @@ def test_retrain_only_what_changed(tmp_path, prefect_api):
     cfg = tiny_config(tmp_path)
     path = write_config(tmp_path, cfg)
     first = retrain_pool(config=str(path), rerun_experiments=False)
-    assert sorted(first["trained"]) == sorted(TINY_POOL)
-    assert retrain_pool(config=str(path))["trained"] == []  # nothing changed: nothing trained, nothing re-run
+    assert sorted(first.trained) == sorted(TINY_POOL)
+    assert retrain_pool(config=str(path)).trained == []  # nothing changed: nothing trained, nothing re-run
 
     cfg["pool"]["tasks"][1]["seed"] = 7  # new data for count_items only
     write_config(tmp_path, cfg)
     second = retrain_pool(config=str(path), rerun_experiments=False)
-    assert second["trained"] == ["count_items"] and sorted(second["skipped"]) == sorted(set(TINY_POOL) - {"count_items"})
+    assert second.trained == ["count_items"] and sorted(second.skipped) == sorted(set(TINY_POOL) - {"count_items"})
     reg = AdapterRegistry(cfg["tracking"]["tracking_uri"], open_store(cfg["storage"]["uri"]))
     versions = reg.list(task="count_items")
     assert [v.version for v in versions] == ["1", "2"]

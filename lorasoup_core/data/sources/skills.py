@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lorasoup_core.data.skills import COMPOSED_TASKS, GENERATORS, UPSTREAM_SKILLS, generate
+from lorasoup_core.data.procedural import COMPOSED_TASKS, GENERATORS, UPSTREAM_SKILLS, generate
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec
 from lorasoup_core.data.task import DataError, Example, Task
 

@@ -4,7 +4,7 @@ import re
 import pytest
 import torch
 
-from lorasoup_core.bench import evaluate, evaluate_task
+from lorasoup_core.bench import evaluate_benchmark, evaluate_task
 from lorasoup_core.bench.harness import adapter_model
 from lorasoup_core.data import DataError, load_task
 from lorasoup_core.plugins import UnknownPluginError
@@ -34,7 +34,7 @@ def test_every_benchmark_runs_in_every_mode(fixture, benchmark, request, shared_
     base = request.getfixturevalue(fixture)
     adapter = random_adapters[base.kind]
     before = logits(base)
-    reports = {mode: evaluate(base, benchmark, SLICE[benchmark], mode, adapter if mode == "adapter" else None,
+    reports = {mode: evaluate_benchmark(base, benchmark, SLICE[benchmark], mode, adapter if mode == "adapter" else None,
                               limit=4, k_shot=2, progress=False)
                for mode in ("zero-shot", "icl", "adapter")}
     for mode, rep in reports.items():
@@ -74,15 +74,15 @@ def test_a_trained_adapter_beats_the_base_and_exclude_drops_the_shots(tiny_llama
 
 def test_adapter_from_a_store_uri(tiny_llama, random_adapters, tmp_path):
     art = open_store(f"file://{tmp_path / 'store'}").publish(random_adapters["causal"], "adapters/x/1")
-    local = evaluate(tiny_llama, "skills", "add", "adapter", random_adapters["causal"], limit=3, progress=False)
-    remote = evaluate(tiny_llama, "skills", "add", "adapter", art.uri, limit=3, progress=False)
+    local = evaluate_benchmark(tiny_llama, "skills", "add", "adapter", random_adapters["causal"], limit=3, progress=False)
+    remote = evaluate_benchmark(tiny_llama, "skills", "add", "adapter", art.uri, limit=3, progress=False)
     assert [p["prediction"] for p in remote.predictions["add"]] == \
         [p["prediction"] for p in local.predictions["add"]]
 
 
 def test_icl_demonstrations_are_seeded_and_never_the_evaluated_example(tiny_llama, shared_data):
     def prompts(seed):
-        rep = evaluate(tiny_llama, "bbh", "navigate", "icl", limit=6, k_shot=3, seed=seed, progress=False)
+        rep = evaluate_benchmark(tiny_llama, "bbh", "navigate", "icl", limit=6, k_shot=3, seed=seed, progress=False)
         return rep.predictions["navigate"]
 
     first, again = prompts(0), prompts(0)
@@ -91,28 +91,28 @@ def test_icl_demonstrations_are_seeded_and_never_the_evaluated_example(tiny_llam
     for p in first:
         assert p["prompt"].count(p["input"]) == 1 and p["prompt"].endswith(p["input"] + "\nAnswer:")
         assert sum(e.input in p["prompt"] for e in train) == 3
-    gsm = evaluate(tiny_llama, "gsm8k", "all", "icl", limit=1, k_shot=2, progress=False).predictions["gsm8k"]
+    gsm = evaluate_benchmark(tiny_llama, "gsm8k", "all", "icl", limit=1, k_shot=2, progress=False).predictions["gsm8k"]
     assert len(re.findall(r"\n#### -?\d", gsm[0]["prompt"])) == 2  # demonstrations show worked answers
 
 
 def test_bbh_chain_of_thought_prompts(tiny_llama, shared_data):
-    rep = evaluate(tiny_llama, "bbh", "navigate", "icl", limit=2, cot=True, progress=False)
+    rep = evaluate_benchmark(tiny_llama, "bbh", "navigate", "icl", limit=2, cot=True, progress=False)
     prompt = rep.predictions["navigate"][0]["prompt"]
     assert rep.rows[0].method == "cot" and "canary" not in prompt
     assert prompt.count("Let's think step by step.") == 4 and prompt.endswith("A: Let's think step by step.\n")
     with pytest.raises(ValueError, match="mode 'icl'"):
-        evaluate(tiny_llama, "bbh", "navigate", "zero-shot", cot=True)
+        evaluate_benchmark(tiny_llama, "bbh", "navigate", "zero-shot", cot=True)
     with pytest.raises(ValueError, match="no chain-of-thought"):
-        evaluate(tiny_llama, "gsm8k", "all", "icl", cot=True)
+        evaluate_benchmark(tiny_llama, "gsm8k", "all", "icl", cot=True)
 
 
 def test_bad_inputs_fail_clearly(tiny_llama, tiny_t5, shared_data, random_adapters, tmp_path):
     with pytest.raises(UnknownPluginError, match="unknown benchmark 'nope'"):
-        evaluate(tiny_llama, "nope")
+        evaluate_benchmark(tiny_llama, "nope")
     with pytest.raises(DataError, match="unknown bbh task.*'nope'.*known: boolean_expressions"):
-        evaluate(tiny_llama, "bbh", "navigate,nope", limit=1)
+        evaluate_benchmark(tiny_llama, "bbh", "navigate,nope", limit=1)
     with pytest.raises(DataError, match="unknown skills task"):
-        evaluate(tiny_llama, "skills", "nope", limit=1)
+        evaluate_benchmark(tiny_llama, "skills", "nope", limit=1)
     task = load_task("skills:add")
     with pytest.raises(ValueError, match="unknown mode 'few-shot'"):
         evaluate_task(tiny_llama, task, "few-shot")
@@ -135,6 +135,6 @@ def test_bad_inputs_fail_clearly(tiny_llama, tiny_t5, shared_data, random_adapte
     (tmp_path / "bbh" / "empty.json").write_text("")
     (tmp_path / "bbh" / "fields.json").write_text(json.dumps({"examples": [{"input": "x", "answer": "y"}]}))
     with pytest.raises(DataError, match="empty.json"):
-        evaluate(tiny_llama, "bbh", "empty", path=str(tmp_path / "bbh"))
+        evaluate_benchmark(tiny_llama, "bbh", "empty", path=str(tmp_path / "bbh"))
     with pytest.raises(DataError, match="fields.json.*target"):
-        evaluate(tiny_llama, "bbh", "fields", path=str(tmp_path / "bbh"))
+        evaluate_benchmark(tiny_llama, "bbh", "fields", path=str(tmp_path / "bbh"))

@@ -14,7 +14,7 @@ def test_compose_list_and_eval(tiny_pool, shared_data):
     for skill in ("add", "count_items", "first_item"):
         reg.register(AdapterCard.read(tiny_pool[skill]), tiny_pool[skill])
     out = runner.invoke(app, ["compose", "--model", "tiny-llama", "--target", "skills:count_items", "--method",
-                              "lorahub", "--filter", "embedding", "-k", "2", "--budget", "6"])
+                              "lorahub", "--filter", "embedding", "-k", "2", "--set", "budget=6"])
     assert out.exit_code == 0, out.output
     assert "registered lorasoup.tiny-llama.count_items-lorahub/1" in out.output and "count_items=" in out.output
 

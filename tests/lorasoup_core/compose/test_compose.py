@@ -7,7 +7,6 @@ from lorasoup_core.adapters import AdapterCard, read_lora_factors
 from lorasoup_core.compose import (
     COMPOSERS,
     Candidate,
-    ComposeConfig,
     CompositionError,
     Stack,
     compose,
@@ -26,17 +25,17 @@ def _cands(tiny_pool):
 @pytest.fixture(scope="module")
 def results(tiny_llama, tiny_pool, target):
     task, shots = target
-    cfg = ComposeConfig(budget=40, cat_steps=40)
-    return {m: compose(m, tiny_llama, _cands(tiny_pool), task, shots, cfg) for m in ("lorahub", "cat", "uniform")}
+    settings = {"lorahub": {"budget": 40}, "cat": {"steps": 40}, "uniform": {}}
+    return {m: compose(m, tiny_llama, _cands(tiny_pool), task, shots, s) for m, s in settings.items()}
 
 
 def test_target_adapter_hidden_among_ten_is_found(tiny_llama, tiny_pool, target, results):
     task, shots = target
     assert len(tiny_pool) == 11
     base = few_shot_loss(tiny_llama, None, task, shots)
-    uniform = results["uniform"].extra["few_shot_loss"]
+    uniform = results["uniform"].few_shot_loss
     for m in ("lorahub", "cat"):
-        assert results[m].extra["few_shot_loss"] < min(uniform, base), (m, results[m].extra, uniform, base)
+        assert results[m].few_shot_loss < min(uniform, base), (m, results[m].diagnostics, uniform, base)
     w = results["lorahub"].weights
     assert results["lorahub"].names[max(range(len(w)), key=lambda i: w[i])] == TARGET
     assert len(results["lorahub"].trace) == 40 and len(results["cat"].trace) == 40
@@ -78,7 +77,7 @@ def test_export_reloads_through_plain_peft(tiny_llama, tiny_pool, target, result
     from lorasoup_core.compose import applied
 
     task, shots = target
-    comp = results.get(method) or compose(method, tiny_llama, _cands(tiny_pool), task, shots, ComposeConfig())
+    comp = results.get(method) or compose(method, tiny_llama, _cands(tiny_pool), task, shots, {})
     out = export_peft(comp, tmp_path / method)
     ids = torch.randint(0, 250, (2, 16))
     with torch.no_grad(), applied(tiny_llama, comp.factors):
@@ -105,8 +104,8 @@ def test_bad_inputs(tiny_llama, tiny_t5, tiny_pool, target, tmp_path):
     train_lora(tiny_llama, task, TrainingConfig(rank=4, steps=2), tmp_path / "r4", progress=False, embed_examples=0)
     mixed = _cands(tiny_pool)[:2] + [Candidate("r4", tmp_path / "r4", AdapterCard.read(tmp_path / "r4"))]
     with pytest.raises(CompositionError, match="needs equal ranks"):
-        compose("lorahub", tiny_llama, mixed, task, shots, ComposeConfig(budget=2, formula="lorahub"))
-    assert compose("lorahub", tiny_llama, mixed, task, shots, ComposeConfig(budget=2)).factors  # exact: any ranks
+        compose("lorahub", tiny_llama, mixed, task, shots, {"budget": 2, "formula": "lorahub"})
+    assert compose("lorahub", tiny_llama, mixed, task, shots, {"budget": 2}).factors  # exact: any ranks
     # a NaN in a candidate's weights makes the objective NaN: a clear error, not a silent result
     import shutil
 
@@ -118,6 +117,59 @@ def test_bad_inputs(tiny_llama, tiny_t5, tiny_pool, target, tmp_path):
     save_file(tensors, tmp_path / "nan" / "adapter_model.safetensors")
     with pytest.raises(CompositionError, match="objective is nan"):
         compose("lorahub", tiny_llama, [Candidate("nan", tmp_path / "nan", AdapterCard.read(tmp_path / "nan"))], task,
-                shots, ComposeConfig(budget=3))
+                shots, {"budget": 3})
     assert {"lorahub", "cat", "uniform", "linear", "ties", "dare_linear", "dare_ties", "svd", "centroid"} <= set(
         COMPOSERS.names())
+
+
+@pytest.mark.parametrize("method", sorted(COMPOSERS.names()))
+def test_each_composer_validates_its_own_settings(method):
+    """A key the method does not declare is one error naming the method, whatever other methods accept."""
+    from lorasoup_core.compose import settings_for
+
+    spec = COMPOSERS.get(method)
+    assert isinstance(settings_for(method), spec.settings)
+    with pytest.raises(CompositionError, match=rf"settings of method '{method}': bogus_key: Extra inputs"):
+        settings_for(method, {"bogus_key": 1})
+    foreign = {"lorahub": "steps", "cat": "budget"}.get(method, "optimizer")  # another method's setting
+    with pytest.raises(CompositionError, match=rf"method '{method}': {foreign}"):
+        settings_for(method, {foreign: 1})
+    for name, field in spec.settings.model_fields.items():
+        assert field.description, f"{method}.{name} has no help text"
+
+
+def test_experiment_config_validates_compose_per_method(tmp_path):
+    import yaml
+
+    from lorasoup_core.config import ConfigError
+    from lorasoup_core.experiment import load_experiment
+
+    cfg = {"name": "x", "pool": {"tasks": ["skills:add"]}, "targets": [{"task": "skills:count_then_add"}],
+           "methods": ["lorahub", "cat"], "compose": {"lorahub": {"budget": 7}}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_experiment(path)
+    assert loaded.settings("lorahub").budget == 7 and loaded.settings("cat").steps == 30  # defaults filled in
+    assert loaded.model_dump(mode="json")["compose"]["cat"]["lr"] == 0.05  # params log every resolved setting
+    for compose_section, message in (({"lorahub": {"budgett": 7}}, "method 'lorahub': budgett"),
+                                     ({"cat": {"budget": 7}}, "method 'cat': budget"),
+                                     ({"ties": {}}, "not in `methods`: ties"),
+                                     ({"nope": {}}, "unknown composer 'nope'"),
+                                     ({"budget": 40}, "unknown composer 'budget'")):
+        path.write_text(yaml.safe_dump({**cfg, "compose": compose_section}))
+        with pytest.raises(ConfigError, match=message):
+            load_experiment(path)
+
+
+def test_compose_cli_builds_settings_from_the_method_class():
+    from typer.testing import CliRunner
+
+    from lorasoup_core.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["compose", "--target", "skills:add", "--list-settings"])
+    assert listed.exit_code == 0 and "lorahub: max_length=256" in listed.output and "cat:" in listed.output
+    bad = runner.invoke(app, ["compose", "--target", "skills:add", "--method", "cat", "--set", "budget=3"])
+    assert bad.exit_code == 2 and "method 'cat': budget" in bad.output, bad.output
+    bad = runner.invoke(app, ["compose", "--target", "skills:add", "--set", "budget"])
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output, bad.output

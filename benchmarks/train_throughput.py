@@ -1,7 +1,7 @@
 """Training throughput: lorasoup's train_lora against a minimal PEFT + torch loop on identical batches.
 
-    .venv/bin/python benchmarks/train_pool.py --model tiny-llama --steps 100 --json
-    .venv/bin/python benchmarks/train_pool.py --model smollm2-135m --steps 10 --batch-size 8 --max-length 64 --json
+    .venv/bin/python benchmarks/train_throughput.py --model tiny-llama --steps 100 --json
+    .venv/bin/python benchmarks/train_throughput.py --model smollm2-135m --steps 10 --batch-size 8 --max-length 64 --json
 
 Both runs use the same pre-encoded batches (lorasoup's batch plan over ``data.prompts.encode``), the
 same LoRA config, seed and AdamW; the plain loop only runs forward/backward/step with no progress bar,

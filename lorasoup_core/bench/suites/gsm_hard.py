@@ -1,7 +1,7 @@
 """GSM-hard, PAL style: the prompt opens a ```python block, the model writes `def solution():`, the
 sandbox runs it ('pal'); the last number in the text is scored beside it ('last_number')."""
 
-from lorasoup_core.bench.benchmarks.base import BENCHMARKS, BenchmarkConfig
+from lorasoup_core.bench.suites.base import BENCHMARKS, BenchmarkConfig
 
 GSM_HARD = BENCHMARKS.register("gsm-hard", "gsm_hard")(BenchmarkConfig(
     source="gsm-hard", default_tasks=("gsm-hard",), max_new_tokens=256, stop=("```", "\nQuestion:"),

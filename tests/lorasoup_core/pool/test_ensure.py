@@ -1,17 +1,22 @@
 import mlflow
 import pytest
+from pydantic import ValidationError
 
 from lorasoup_core.adapters import TrainingConfig
 from lorasoup_core.data import load_task
-from lorasoup_core.pool import PoolConfig, ensure_adapter, train_pool
+from lorasoup_core.pool import PoolConfig, ensure_adapter, ensure_pool
+from lorasoup_core.tracking import RunContext
 
 TRAINING = TrainingConfig(steps=20, lr=1e-2, batch_size=8, max_validation=8)
 
 
 def _pool(task_dirs, **extra) -> PoolConfig:
-    return PoolConfig(model={"spec": "tiny-llama", "device": "cpu"}, training=TRAINING, embed_examples=0,
-                      tasks=[{"source": "jsonl", "name": n, "path": str(p)} for n, p in task_dirs.items()],
-                      tracking={"experiment": "pool-test"}, **extra)
+    return PoolConfig(training=TRAINING, embed_examples=0,
+                      tasks=[{"source": "jsonl", "name": n, "path": str(p)} for n, p in task_dirs.items()], **extra)
+
+
+def train_pool(pool: PoolConfig, registry, base, progress: bool = False):
+    return ensure_pool(pool, base, registry, RunContext("pool-test", registry.client.tracking_uri), progress=progress)
 
 
 def _runs(registry) -> list:
@@ -63,20 +68,66 @@ def test_training_run_nests_under_the_active_run(tiny_llama, task_dirs):
     registry = AdapterRegistry(store=open_store())  # the session's MLFLOW_TRACKING_URI, as mlflow's fluent API
     task = load_task({"source": "jsonl", "name": "first_letter", "path": str(task_dirs["first_letter"])})
     mlflow.set_experiment("pool-nesting")
+    run = RunContext("pool-nesting", registry.client.tracking_uri)
     with mlflow.start_run() as parent:
-        version, trained = ensure_adapter(tiny_llama, task, TRAINING.model_copy(update={"steps": 3}), registry,
-                                          experiment="pool-nesting", embed_examples=0, progress=False)
-    assert trained and registry.client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert ensure_adapter(tiny_llama, task, TRAINING.model_copy(update={"steps": 3}), registry,
-                          progress=False) == (version, False)
+        ensured = ensure_adapter(tiny_llama, task, TRAINING.model_copy(update={"steps": 3}), registry, run,
+                                 embed_examples=0, progress=False)
+    version = ensured.version
+    assert ensured.trained and registry.client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == \
+        parent.info.run_id
+    again = ensure_adapter(tiny_llama, task, TRAINING.model_copy(update={"steps": 3}), registry, run, progress=False)
+    assert not again.trained and again.version.ref == version.ref
 
 
-def test_pool_config_errors_name_the_task(tiny_llama, task_dirs, registry):
-    with pytest.raises(ValueError, match="overrides name task.*nope"):
-        train_pool(_pool(task_dirs, overrides={"nope": {"steps": 2}}), registry, base=tiny_llama)
-    with pytest.raises(ValueError, match="overrides.length.stepz: Extra inputs"):
-        train_pool(_pool(task_dirs, overrides={"length": {"stepz": 2}}), registry, base=tiny_llama)
+def test_pool_config_errors_name_the_task(task_dirs):
+    """Overrides are validated when the config is read, before any model or registry is touched."""
+    with pytest.raises(ValidationError, match="overrides name task.*nope"):
+        _pool(task_dirs, overrides={"nope": {"steps": 2}})
+    with pytest.raises(ValidationError, match="overrides.length.stepz: Extra inputs"):
+        _pool(task_dirs, overrides={"length": {"stepz": 2}})
+    with pytest.raises(ValidationError, match="length listed more than once"):
+        PoolConfig(tasks=[{"source": "jsonl", "name": "length", "path": str(task_dirs["length"])}] * 2)
+
+
+def test_finished_training_is_registered_not_retrained(tmp_path, tiny_llama, task_dirs, registry, monkeypatch):
+    """A training that finished but whose registration failed (here: the store is unreachable) is reused by
+    the next `lorasoup pool train`: registered, not trained again."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from lorasoup_core.cli import app
+    from lorasoup_core.pool import ensure as ensure_mod
+    from lorasoup_core.registry import AdapterRegistry
+
+    task = load_task({"source": "jsonl", "name": "length", "path": str(task_dirs["length"])})
+    training = TRAINING.model_copy(update={"steps": 4})
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("store unreachable")
+
+    monkeypatch.setattr(AdapterRegistry, "register", unreachable)
+    with pytest.raises(ConnectionError):
+        ensure_adapter(tiny_llama, task, training, registry, RunContext("pool-cli", registry.client.tracking_uri),
+                       embed_examples=0, progress=False)
+    monkeypatch.undo()
     assert registry.list() == []
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training was trained again")
+
+    monkeypatch.setattr(ensure_mod, "train_lora", no_training)
+    cfg = {"model": {"spec": "tiny-llama", "device": "cpu"},
+           "pool": {"embed_examples": 0, "training": training.model_dump(),
+                    "tasks": [{"source": "jsonl", "name": "length", "path": str(task_dirs["length"])}]},
+           "storage": {"uri": registry.store.uri_for("")},
+           "tracking": {"tracking_uri": registry.client.tracking_uri, "experiment": "pool-cli"}}
+    path = tmp_path / "pool.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = CliRunner().invoke(app, ["pool", "train", "--config", str(path), "--no-progress"])
+    assert out.exit_code == 0, out.output
+    [version] = registry.list()
+    assert registry.client.get_run(version.run_id).data.tags["lorasoup.reused_local_training"] == "true"
+    assert [m.step for m in registry.client.get_metric_history(version.run_id, "train_loss")] == [1, 2, 3, 4]
 
 
 def test_pool_train_cli_twice_then_list(tmp_path, task_dirs):
@@ -86,9 +137,11 @@ def test_pool_train_cli_twice_then_list(tmp_path, task_dirs):
     from lorasoup_core.cli import app
 
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    cfg = {"model": {"spec": "tiny-llama", "device": "cpu"}, "embed_examples": 0,
-           "tasks": [{"source": "jsonl", "name": n, "path": str(task_dirs[n])} for n in ("length", "first_letter")],
-           "training": {"steps": 5, "max_validation": 4}, "storage": {"uri": (tmp_path / "cli-store").as_uri()},
+    cfg = {"model": {"spec": "tiny-llama", "device": "cpu"},
+           "pool": {"embed_examples": 0, "training": {"steps": 5, "max_validation": 4},
+                    "tasks": [{"source": "jsonl", "name": n, "path": str(task_dirs[n])}
+                              for n in ("length", "first_letter")]},
+           "storage": {"uri": (tmp_path / "cli-store").as_uri()},
            "tracking": {"tracking_uri": db, "experiment": "pool-cli"}}
     path = tmp_path / "pool.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -106,16 +159,23 @@ def test_pool_train_cli_twice_then_list(tmp_path, task_dirs):
     path.write_text(yaml.safe_dump({**cfg, "trainig": {}}))
     bad = runner.invoke(app, ["pool", "train", "--config", str(path)])
     assert bad.exit_code == 2 and "trainig" in bad.output
+    cfg["pool"]["overrides"] = {"length": {"stepz": 3}}  # a misspelt override key: one error, nothing trained
+    path.write_text(yaml.safe_dump(cfg))
+    bad = runner.invoke(app, ["pool", "train", "--config", str(path)])
+    assert bad.exit_code == 2 and "overrides.length.stepz" in bad.output and "Traceback" not in bad.output
 
 
 def test_skills_pool_config_is_valid():
     from pathlib import Path
 
     from lorasoup_core.data import UPSTREAM_SKILLS
-    from lorasoup_core.pool import load_pool
+    from lorasoup_core.pool import load_pool_file
 
     path = Path(__file__).resolve().parents[3] / "configs" / "pool_skills.yaml"
     assert path.read_text().startswith("# lorasoup pool train --config configs/pool_skills.yaml")
-    cfg = load_pool(path)
-    assert cfg.model.spec == "smollm2-135m" and [load_task(t).name for t in cfg.tasks] == UPSTREAM_SKILLS
-    assert cfg.training_for("date_add").steps == 100 and cfg.training_for("add").steps == cfg.training.steps
+    cfg = load_pool_file(path)
+    pool = cfg.pool
+    assert cfg.model.spec == "smollm2-135m" and [load_task(t).name for t in pool.tasks] == UPSTREAM_SKILLS
+    assert pool.training_for("date_add").steps == 100 and pool.training_for("add").steps == pool.training.steps
+    demo = load_pool_file(path.parent / "demo.yaml")  # an experiment's pool, trained under its experiment
+    assert demo.experiment_name == "lorasoup-demo" and demo.pool.task_names[0] == "add"

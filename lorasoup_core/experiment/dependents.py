@@ -1,4 +1,4 @@
-"""Retraining steps: which registered experiments depend on adapters that just changed."""
+"""Which registered experiments depend on adapters that just changed (what the nightly retraining re-runs)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from lorasoup_core import tracking
 
 def dependent_experiments(base_model: str, changed_tasks: list[str], tracking_uri: str | None = None) -> list[str]:
     """Config paths of past experiment runs on this base model whose pool includes a changed task,
-    most recent first, each once (runs are found by the tags `report_steps.start_experiment` sets)."""
+    most recent first, each once (runs are found by the tags `report.start_experiment_run` sets)."""
     if not changed_tasks:
         return []
     c = tracking.client(tracking_uri)

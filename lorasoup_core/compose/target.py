@@ -1,0 +1,56 @@
+"""Compose for a target: run a composer on the candidates, export a plain PEFT directory, and log the
+fit (settings, weights, objective per evaluation) in an MLflow run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorasoup_core import tracking
+from lorasoup_core.compose import Candidate, ComposerSettings, compose, export_peft, settings_for
+from lorasoup_core.data import Example, Task
+from lorasoup_core.fingerprint import sha256_json
+from lorasoup_core.models import LoadedModel
+from lorasoup_core.settings import get_settings
+from lorasoup_core.tracking import RunContext
+
+
+@dataclass
+class ComposedAdapter:
+    target: str
+    method: str
+    adapter_dir: Path  # a plain PEFT directory with its lorasoup card (lineage)
+    weights: dict[str, float]  # one per candidate (per-module weights averaged)
+    trace: list[float] = field(default_factory=list)  # objective per evaluation / step
+    few_shot_loss: float | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None  # the MLflow run of the fit
+
+
+def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],
+                       method: str, settings: ComposerSettings | dict[str, Any] | None, run: RunContext, *,
+                       seed: int = 0, out_dir: str | Path | None = None) -> ComposedAdapter:
+    """Compose `candidates` for `target` on `shots` and export the result (into `out_dir`, or a work
+    directory named by everything the result depends on)."""
+    settings = settings_for(method, settings)
+    key = sha256_json([base.fingerprint, target.fingerprint, [[s.input, s.target] for s in shots],
+                       [c.version or c.name for c in candidates], method, settings.model_dump(mode="json"), seed])
+    out = Path(out_dir) if out_dir else get_settings().home / "work" / "composed" / f"{target.name}-{method}-{key[:12]}"
+    tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": method}
+    with tracking.run(run.experiment, f"compose {target.name} {method}", parent_run_id=run.parent_run_id,
+                      tracking_uri=run.tracking_uri, tags=tags) as run_id:
+        tracking.log_params(run_id, {"method": method, "seed": seed, "candidates": [c.version or c.name
+                                                                                    for c in candidates],
+                                     **settings.model_dump(mode="json")}, run.tracking_uri)
+        comp = compose(method, base, candidates, target, shots, settings, seed=seed)
+        export_peft(comp, out)
+        weights = comp.weights_by_adapter()
+        metrics = {f"weight/{n}": w for n, w in weights.items()}
+        if comp.few_shot_loss is not None:
+            metrics["few_shot_loss"] = comp.few_shot_loss
+        tracking.log_metrics(run_id, metrics, tracking_uri=run.tracking_uri)
+        if comp.trace:
+            tracking.log_series(run_id, "objective", [float(x) for x in comp.trace], run.tracking_uri)
+    return ComposedAdapter(target.name, method, out, weights, [float(x) for x in comp.trace], comp.few_shot_loss,
+                           dict(comp.diagnostics), run_id)

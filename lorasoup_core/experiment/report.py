@@ -1,0 +1,70 @@
+"""The experiment's parent MLflow run, and its report: the results table, plots, and the same report
+published to the artifact store."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from lorasoup_core import tracking
+from lorasoup_core.experiment.config import ExperimentConfig
+from lorasoup_core.experiment.results import TargetResult
+from lorasoup_core.fingerprint import sha256_json
+from lorasoup_core.pool import PoolResult
+from lorasoup_core.registry import use_storage
+from lorasoup_core.reporting import result_figures
+from lorasoup_core.storage import Artifact, open_store
+
+
+def start_experiment_run(cfg: ExperimentConfig, config_path: str | None) -> str:
+    """The parent run: params are the fully resolved config; tags name the pool and the config file."""
+    tags = {
+        "lorasoup.kind": "experiment",
+        "lorasoup.config_fingerprint": sha256_json(cfg.model_dump(mode="json")),
+        "lorasoup.pool_tasks": ",".join(cfg.pool.task_names),
+        "lorasoup.base_model": cfg.model.spec,
+    }
+    if config_path:
+        tags["lorasoup.config_path"] = str(Path(config_path).resolve())
+    run_id = tracking.start_run(cfg.experiment_name, cfg.name, tags=tags, tracking_uri=cfg.tracking.tracking_uri)
+    tracking.log_params(run_id, cfg.model_dump(mode="json"), cfg.tracking.tracking_uri)
+    return run_id
+
+
+def tag_data_fingerprints(cfg: ExperimentConfig, run_id: str, pool: PoolResult) -> None:
+    tracking.set_tags(run_id, {f"data_fingerprint.{task}": v.data_fingerprint for task, v in pool.versions.items()},
+                      cfg.tracking.tracking_uri)
+
+
+def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResult], pool: PoolResult
+                   ) -> tuple[str, Artifact]:
+    """Log the table and plots to MLflow and publish the same report to the artifact store; returns the
+    markdown table and the published artifact."""
+    import matplotlib.pyplot as plt
+
+    use_storage(cfg.storage)
+    rows = [r for res in results for r in res.rows]
+    weights = {k: v for res in results for k, v in res.weights.items()}
+    traces = {k: v for res in results for k, v in res.traces.items()}
+    table = tracking.log_results(run_id, rows, weights=weights, traces=traces, tracking_uri=cfg.tracking.tracking_uri)
+    doc = {"rows": [r.to_dict() for r in rows], "weights": weights, "traces": traces,
+           "pool": {"trained": pool.trained, "skipped": pool.skipped},
+           "throughput": {res.target: res.throughput for res in results},
+           "selection": {res.target: res.selection for res in results},
+           "adapters": {res.target: {m: asdict(v) for m, v in res.adapters.items()} for res in results}}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        (out / "results.md").write_text(table + "\n")
+        (out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
+        for name, fig in result_figures(rows, weights, traces).items():
+            fig.savefig(out / name, dpi=120, bbox_inches="tight")
+            plt.close(fig)
+        artifact = open_store(cfg.storage.uri).publish(out, f"reports/{cfg.name}/{run_id}",
+                                                       metadata={"run_id": run_id, "experiment": cfg.experiment_name})
+    return table, artifact
+
+
+def finish_experiment_run(cfg: ExperimentConfig, run_id: str, failed: bool = False) -> None:
+    tracking.end_run(run_id, "FAILED" if failed else "FINISHED", cfg.tracking.tracking_uri)

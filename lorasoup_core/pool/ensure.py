@@ -1,0 +1,190 @@
+"""Ensure the pool: one registered adapter per (base model, task data, training config).
+
+The registry is the cache: an adapter whose three fingerprints are registered is not trained again,
+so running a pool twice trains nothing and changing one task's data retrains only that task (what
+scheduled retraining relies on). A training writes into a local work directory named by the
+fingerprints and marked complete by its card, so a run killed after training but before registering
+reuses it. Each training is an MLflow run (params, the loss curve as `train_loss` per step,
+validation metrics) that the registered version points to.
+
+`ensure_pool` is the whole operation (the CLI's); the pipeline runs the same two pieces, `plan_pool`
+then `ensure_adapter` per missing task, on threads or a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.entities import Metric
+
+from lorasoup_core import tracking
+from lorasoup_core.adapters import CARD_FILE, AdapterCard, TrainingConfig, mix_tasks, train_lora
+from lorasoup_core.data import Task, load_task
+from lorasoup_core.models import LoadedModel
+from lorasoup_core.pool.config import PoolConfig
+from lorasoup_core.registry import AdapterRegistry, AdapterVersion
+from lorasoup_core.settings import get_settings
+from lorasoup_core.tracking import RunContext
+
+
+@dataclass
+class PlannedAdapter:
+    task: Task
+    training: TrainingConfig
+    registered: AdapterVersion | None  # None: to train
+
+
+@dataclass
+class PoolPlan:
+    base_spec: str
+    base_fingerprint: str
+    adapters: list[PlannedAdapter]
+
+    @property
+    def missing(self) -> list[PlannedAdapter]:
+        return [a for a in self.adapters if a.registered is None]
+
+
+@dataclass
+class EnsuredAdapter:
+    version: AdapterVersion
+    trained: bool  # trained (or a finished local training registered) by this call
+    reused_local_training: bool = False
+
+
+@dataclass
+class PoolResult:
+    base_spec: str
+    base_fingerprint: str
+    versions: dict[str, AdapterVersion] = field(default_factory=dict)  # task -> its registered version
+    trained: list[str] = field(default_factory=list)  # tasks trained (and registered) by this run
+    skipped: list[str] = field(default_factory=list)  # tasks whose adapter was already registered
+
+    @classmethod
+    def of(cls, plan: PoolPlan, ensured: dict[str, EnsuredAdapter]) -> PoolResult:
+        """The plan's registered versions with the `ensured` ones (by task) filled in, in pool order."""
+        result = cls(plan.base_spec, plan.base_fingerprint)
+        for item in plan.adapters:
+            name = item.task.name
+            done = ensured.get(name)
+            if done is None and item.registered is None:
+                raise ValueError(f"pool task {name!r} has no registered adapter and none was ensured")
+            result.versions[name] = done.version if done else item.registered
+            (result.trained if done and done.trained else result.skipped).append(name)
+        return result
+
+
+def load_pool_tasks(pool: PoolConfig) -> list[Task]:
+    """Every task's data, read and checked before anything trains (a bad file fails here, named)."""
+    return [load_task(spec) for spec in pool.tasks]
+
+
+def plan_pool(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry) -> PoolPlan:
+    """Which of the pool's adapters the registry has, and which must be trained."""
+    planned = []
+    for task in load_pool_tasks(pool):
+        training = pool.training_for(task.name)
+        planned.append(PlannedAdapter(task, training,
+                                      registry.find(base.fingerprint, task.fingerprint, training.fingerprint)))
+    return PoolPlan(base.spec, base.fingerprint, planned)
+
+
+def _work_dir(base: LoadedModel, task: Task, training: TrainingConfig) -> Path:
+    return get_settings().home.joinpath("work", "trained", base.fingerprint[:12],
+                                        f"{task.name[:60]}-{task.fingerprint[:12]}-{training.fingerprint[:12]}")
+
+
+def _log_training(run_id: str, card: AdapterCard, tracking_uri: str | None) -> None:
+    """The loss curve as `train_loss` per optimizer step, the other metrics at the last step."""
+    steps = int(card.metrics.get("steps", len(card.loss_curve)) or 1)
+    curve = card.loss_curve
+    if curve:
+        stride = max(1, -(-steps // len(curve)))  # train_lora keeps every stride-th step's loss
+        c = tracking.client(tracking_uri)
+        now = int(time.time() * 1000)
+        items = [Metric("train_loss", float(v), now, i * stride + 1) for i, v in enumerate(curve)]
+        for i in range(0, len(items), 1000):
+            c.log_batch(run_id, metrics=items[i: i + 1000])
+    final = {k: v for k, v in card.metrics.items() if k != "train_loss" or not curve}
+    tracking.log_metrics(run_id, final, step=steps, tracking_uri=tracking_uri)
+
+
+def _parent_run(tracking_uri: str) -> str | None:
+    """The fluent MLflow run active in this process, when it lives on the same tracking server."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None or mlflow.get_tracking_uri() != tracking_uri:
+        return None
+    return run.info.run_id
+
+
+def register_adapter(registry: AdapterRegistry, adapter_dir: str | Path, run_id: str | None) -> AdapterVersion:
+    """Publish and register as one unit (idempotent on fingerprints); `champion` moves only when the
+    validation loss improves on the current champion's."""
+    version = registry.register(AdapterCard.read(adapter_dir), adapter_dir, run_id=run_id)
+    registry.set_champion_if_better(version)
+    return registry.get(version.ref)
+
+
+def ensure_adapter(base: LoadedModel, task: Task, training: TrainingConfig, registry: AdapterRegistry,
+                   run: RunContext, *, embed_examples: int = 64, progress: bool = True) -> EnsuredAdapter:
+    """The registered adapter for (base, task data, training): found; or a finished local training
+    registered; or trained, registered and returned. Safe to call again after any failure."""
+    existing = registry.find(base.fingerprint, task.fingerprint, training.fingerprint)
+    if existing is not None:
+        return EnsuredAdapter(existing, trained=False)
+    uri = registry.client.tracking_uri
+    out = _work_dir(base, task, training)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parent = run.parent_run_id or _parent_run(uri)
+    tags = {"lorasoup.step": "train", "lorasoup.task": task.name, "lorasoup.base_model": base.spec}
+    with tracking.run(run.experiment, f"train {task.name}", parent_run_id=parent, tracking_uri=uri,
+                      tags=tags) as run_id:
+        tracking.log_params(run_id, {"task": task.name, "base_model": base.spec,
+                                     "base_fingerprint": base.fingerprint, "data_fingerprint": task.fingerprint,
+                                     "config_fingerprint": training.fingerprint, "n_train": len(task.train),
+                                     **training.model_dump(mode="json")}, uri)
+        reused = (out / CARD_FILE).is_file()
+        if reused:
+            tracking.set_tags(run_id, {"lorasoup.reused_local_training": "true"}, uri)
+        else:
+            # a staging directory of this process only: the complete directory appears at once by rename
+            staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{out.name}.partial-"))
+            try:
+                train_lora(base, task, training, staging, progress=progress, embed_examples=embed_examples)
+                shutil.rmtree(out, ignore_errors=True)  # an incomplete leftover (no card)
+                staging.rename(out)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        _log_training(run_id, AdapterCard.read(out), uri)
+        version = register_adapter(registry, out, run_id)
+    return EnsuredAdapter(version, trained=True, reused_local_training=reused)
+
+
+def ensure_pool(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry, run: RunContext, *,
+                progress: bool = True) -> PoolResult:
+    """Make sure every task of the pool has a registered adapter; train only the missing ones."""
+    plan = plan_pool(pool, base, registry)
+    ensured = {item.task.name: ensure_adapter(base, item.task, item.training, registry, run,
+                                              embed_examples=pool.embed_examples, progress=progress)
+               for item in plan.missing}
+    return PoolResult.of(plan, ensured)
+
+
+def datamix_task(pool: PoolConfig, tasks: list[Task], seed: int) -> Task:
+    """The DATA-MIX baseline's task: the pool's data mixed by `datamix_proportions` (default equal)."""
+    props = [pool.datamix_proportions.get(t.name, 0.0) for t in tasks] if pool.datamix_proportions else None
+    return mix_tasks(tasks, props, name="datamix", seed=seed)
+
+
+def ensure_datamix(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry, run: RunContext, *,
+                   seed: int = 0, progress: bool = True) -> EnsuredAdapter:
+    """The DATA-MIX adapter: one LoRA trained on the mixture, registered like any pool adapter."""
+    mixed = datamix_task(pool, load_pool_tasks(pool), seed)
+    return ensure_adapter(base, mixed, pool.training, registry, run, embed_examples=pool.embed_examples,
+                          progress=progress)

@@ -1,0 +1,54 @@
+"""What the flows read from a config takes effect there exactly as in the CLI: the S3 endpoint of
+`storage`, and a misspelt `overrides` key failing before anything runs."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from lorasoup_core.config import ConfigError
+from tests.flows.conftest import tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _small(tmp_path, **overrides) -> dict:
+    cfg = tiny_config(tmp_path, **overrides)
+    cfg["pool"]["tasks"] = cfg["pool"]["tasks"][:2]
+    cfg["pool"]["training"]["steps"] = 8
+    cfg["targets"][0]["task"]["n_test"] = 4
+    cfg["methods"] = ["uniform"]
+    cfg["compose"] = {}
+    cfg["selection"]["k"] = 2
+    cfg["eval"] = {"limit": 4, "k_shot": 2, "batch_size": 4, "baselines": ["zero-shot"]}
+    return cfg
+
+
+def test_run_honours_the_configured_s3_endpoint(tmp_path, prefect_api, moto_server, s3_bucket, monkeypatch):
+    """Only the config names the endpoint (no environment variable does): without it s3fs would go to AWS."""
+    from flows.experiment import experiment
+
+    for var in ("LORASOUP_S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = _small(tmp_path, name="s3-endpoint")
+    cfg["storage"] = {"uri": f"s3://{s3_bucket}/lorasoup", "s3_endpoint_url": moto_server}
+    result = experiment(config=str(write_config(tmp_path, cfg)))
+    assert result.report_uri.startswith(f"s3://{s3_bucket}/lorasoup/reports/")
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(
+        Bucket=s3_bucket)["Contents"]]
+    assert any(k.startswith("lorasoup/adapters/tiny-llama/add/") for k in keys), keys
+    assert any(k.startswith("lorasoup/adapters/tiny-llama/count_then_add-uniform/") for k in keys), keys
+    assert {r.method for r in result.rows} == {"uniform", "zero-shot"}
+
+
+def test_misspelt_override_fails_the_flows_before_anything_runs(tmp_path, prefect_api):
+    from flows.experiment import experiment
+    from flows.train_pool import train_pool
+
+    cfg = _small(tmp_path, name="bad-override")
+    cfg["pool"]["overrides"] = {"add": {"stepz": 3}}
+    path = write_config(tmp_path, cfg)
+    for flow in (train_pool, experiment):
+        with pytest.raises(ConfigError, match=r"overrides\.add\.stepz: Extra inputs are not permitted"):
+            flow(config=str(path))
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "store").exists()
