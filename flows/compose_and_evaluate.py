@@ -12,10 +12,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows._common import resolve_config
+from lorasoup_core.compose import COMPOSERS
 from lorasoup_core.experiment import TargetResult
 from lorasoup_core.registry import AdapterVersion
 from lorasoup_core.tracking import RunContext
 from tasks.compose import (
+    candidate_data,
     compose_adapter,
     draw_shots,
     evaluate_method,
@@ -48,15 +50,18 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
 
     result = TargetResult(target.name, target.fingerprint, rows=[], selection=dict(selection.scores))
     subjects: list[tuple[str, str, AdapterVersion | None]] = []
-    for method in cfg.methods:
-        composed = compose_adapter(base, selection.candidates, target, shots, method, cfg.settings(method),
-                                   cfg.seed, run)
+    # the candidates' own training data, for methods that train on it (CAT); not loaded when none does
+    needs_data = any(COMPOSERS.get(cfg.composer_of(m)).needs_train_data for m in cfg.methods)
+    train_data = candidate_data(cfg.pool, [c.name for c in selection.candidates]) if needs_data else {}
+    for name in cfg.methods:
+        composed = compose_adapter(base, selection.candidates, target, shots, name, cfg.composer_of(name),
+                                   cfg.settings(name), cfg.seed, train_data, run)
         version = register_composed(composed, cfg.storage, run)
-        result.adapters[method] = version
-        result.weights[f"{target.name}/{method}"] = composed.weights
+        result.adapters[name] = version
+        result.weights[f"{target.name}/{name}"] = composed.weights
         if composed.trace:
-            result.traces[f"{target.name}/{method}"] = composed.trace
-        subjects.append((method, "adapter", version))
+            result.traces[f"{target.name}/{name}"] = composed.trace
+        subjects.append((name, "adapter", version))
     for baseline in cfg.eval.baselines:
         if baseline == "datamix":
             if datamix is None:

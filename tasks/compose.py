@@ -17,8 +17,8 @@ from lorasoup_core.config import StorageConfig
 from lorasoup_core.data import Example, Task, TaskSpec, load_task
 from lorasoup_core.experiment import EvalConfig, SelectionConfig
 from lorasoup_core.models.cache import BaseRef
+from lorasoup_core.pool import PoolConfig, register_adapter
 from lorasoup_core.pool import pool_candidates as _pool_candidates
-from lorasoup_core.pool import register_adapter
 from lorasoup_core.registry import AdapterVersion, open_registry, use_storage
 from lorasoup_core.selection import FilterSpec, Selection
 from lorasoup_core.selection import select_candidates as _select
@@ -30,6 +30,13 @@ from tasks._policies import IO_RETRIES, typed_inputs_key
 def load_target(spec: TaskSpec | str) -> Task:
     """Read and check the target's data (a bad file fails here, naming the file and row)."""
     return load_task(spec)
+
+
+@task(task_run_name="candidate-data", cache_policy=NONE)
+def candidate_data(pool: PoolConfig, names: list[str]) -> dict[str, Task]:
+    """The training tasks of the named pool candidates (what CAT trains its coefficients on)."""
+    by_name = dict(zip(pool.task_names, pool.tasks, strict=True))
+    return {n: load_task(by_name[n]) for n in names if n in by_name}
 
 
 @task(task_run_name="shots-{target.name}", cache_policy=NONE)
@@ -50,13 +57,15 @@ def select_candidates(base: BaseRef, candidates: list[Candidate], target: Task, 
     return _select(base.load(), candidates, target, shots, chain, selection.k)
 
 
-@task(task_run_name="compose-{target.name}-{method}", persist_result=True, cache_key_fn=typed_inputs_key)
-def compose_adapter(base: BaseRef, candidates: list[Candidate], target: Task, shots: list[Example], method: str,
-                    settings: ComposerSettings, seed: int, run: RunContext) -> ComposedAdapter:
-    return compose_for_target(base.load(), candidates, target, shots, method, settings, run, seed=seed)
+@task(task_run_name="compose-{target.name}-{label}", persist_result=True, cache_key_fn=typed_inputs_key)
+def compose_adapter(base: BaseRef, candidates: list[Candidate], target: Task, shots: list[Example], label: str,
+                    method: str, settings: ComposerSettings, seed: int, train_data: dict[str, Task],
+                    run: RunContext) -> ComposedAdapter:
+    return compose_for_target(base.load(), candidates, target, shots, method, settings, run, seed=seed,
+                              train_data=train_data, label=label)
 
 
-@task(task_run_name="register-{composed.target}-{composed.method}", cache_policy=NONE, **IO_RETRIES)
+@task(task_run_name="register-{composed.target}-{composed.label}", cache_policy=NONE, **IO_RETRIES)
 def register_composed(composed: ComposedAdapter, storage: StorageConfig, run: RunContext) -> AdapterVersion:
     """Publish the composed adapter and register it with its lineage (candidates, method, weights)."""
     return register_adapter(open_registry(storage, run.tracking_uri), composed.adapter_dir, composed.run_id)

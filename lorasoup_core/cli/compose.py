@@ -19,8 +19,8 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 
 def compose_cmd(
     target: str = typer.Option(..., help="Target task, e.g. skills:count_then_add or bbh:navigate."),
-    method: str = typer.Option("lorahub", help="Composer: lorahub, cat, uniform, linear, ties, dare_linear, "
-                               "dare_ties, svd, centroid."),
+    method: str = typer.Option("lorahub", help="Composer: lorahub, cat, cat_fewshot, uniform, linear, ties, "
+                               "dare_linear, dare_ties, svd, ties_svd, dare_linear_svd, dare_ties_svd, centroid."),
     sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-settings."),
     list_settings: bool = typer.Option(False, "--list-settings", help="Print every method's settings and exit."),
     filter_: str = typer.Option("embedding", "--filter", help="random, loss or embedding (comma-chained)."),
@@ -28,11 +28,13 @@ def compose_cmd(
     shots: int = typer.Option(5, help="Few-shot examples to fit on."),
     model: str = typer.Option("smollm2-135m", help="Base model spec (the pool's)."),
     seed: int = typer.Option(0, help="Seed for shots, the random filter, the search and CAT's init."),
+    config: str = typer.Option(None, "--config", help="Pool or experiment YAML whose pool tasks are the candidates' "
+                               "training data (needed by cat, which trains on their mix)."),
 ) -> None:
     """Filter the pool, compose, export a plain PEFT adapter, publish and register it with its lineage.
 
     Examples: --method lorahub --set budget=40 --set optimizer=CMA --set population=4;
-    --method cat --set steps=60; --method ties --set density=0.7."""
+    --method cat_fewshot --set steps=60; --method cat --config configs/demo.yaml; --method ties --set density=0.7."""
     from lorasoup_core.compose import COMPOSERS, CompositionError, settings_for, settings_help
     from lorasoup_core.compose.target import compose_for_target
     from lorasoup_core.config import ModelConfig
@@ -68,8 +70,18 @@ def compose_cmd(
     sel = select_candidates(base, candidates, task, fit, chain, k)
     for line in sel.log:
         typer.echo(f"selection: {line}")
-    composed = compose_for_target(base, sel.candidates, task, fit, method, settings,
-                                  RunContext(f"compose-{task.name}"), seed=seed)
+    train_data = {}
+    if config:
+        from lorasoup_core.pool import load_pool_file
+
+        pool = load_pool_file(config).pool
+        specs = dict(zip(pool.task_names, pool.tasks, strict=True))
+        train_data = {c.name: load_task(specs[c.name]) for c in sel.candidates if c.name in specs}
+    try:
+        composed = compose_for_target(base, sel.candidates, task, fit, method, settings,
+                                      RunContext(f"compose-{task.name}"), seed=seed, train_data=train_data)
+    except CompositionError as err:
+        raise typer.BadParameter(str(err), param_hint="--method") from None
     version = register_adapter(reg, composed.adapter_dir, composed.run_id)
     typer.echo("weights: " + ", ".join(f"{n}={w:.3f}" for n, w in composed.weights.items()))
     typer.echo(f"registered {version.ref} at {version.store_uri}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lorasoup_core.compose import cat, centroid, lorahub, merges  # noqa: F401  (register the composers)
+from lorasoup_core.compose import cat, cat_fewshot, centroid, lorahub, merges  # noqa: F401  (register the composers)
 from lorasoup_core.compose.base import (
     COMPOSERS,
     ComposerOutput,
@@ -31,21 +31,24 @@ __all__ = ["COMPOSERS", "Candidate", "ComposerOutput", "ComposerSettings", "Comp
 
 
 def compose(method: str, base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],
-            settings: ComposerSettings | Mapping[str, Any] | None = None, *, seed: int = 0) -> Composition:
+            settings: ComposerSettings | Mapping[str, Any] | None = None, *, seed: int = 0,
+            train_data: Mapping[str, Task] | None = None) -> Composition:
     """Compose `candidates` for `target` with the named method, fitted on `shots`; `settings` are the
-    method's own (validated by its settings class), `seed` drives searches, initialisations and pruning."""
+    method's own (validated by its settings class), `seed` drives searches, initialisations and pruning;
+    `train_data` maps candidate names to their training tasks (needed by methods that train on them)."""
     spec = COMPOSERS.get(method)
     settings = settings_for(method, settings)
     if not shots:
         raise CompositionError(f"target {target.name!r}: no few-shot examples to fit on")
     stack = Stack(base, candidates)
-    output = spec.fn(Inputs(base, stack, target, shots, settings, seed))
+    output = spec.fn(Inputs(base, stack, target, shots, settings, seed, dict(train_data or {})))
     if not isinstance(output, ComposerOutput):
         raise TypeError(f"composer {method!r} returned {type(output).__name__}, not ComposerOutput")
     max_length = settings.max_length if isinstance(settings, ObjectiveSettings) else 256
     return Composition(method, stack.names, output, base, target, shots, settings, seed,
                        versions=[c.version for c in candidates],
-                       few_shot_loss=few_shot_loss(base, output.factors, target, shots, max_length))
+                       few_shot_loss=few_shot_loss(base, output.factors, target, shots, max_length),
+                       train_fingerprints={n: t.fingerprint for n, t in sorted((train_data or {}).items())})
 
 
 def few_shot_loss(base: LoadedModel, factors, target: Task, shots: list[Example], max_length: int = 256) -> float:

@@ -40,8 +40,9 @@ S = TypeVar("S", bound=ComposerSettings)
 
 @dataclass
 class Inputs(Generic[S]):
-    """What a composer gets: the base, the stacked candidates, the target and its shots, its settings and
-    the run's seed (searches, initialisations and random pruning draw from it)."""
+    """What a composer gets: the base, the stacked candidates, the target and its shots, its settings, the
+    run's seed (searches, initialisations and random pruning draw from it) and, when the caller has
+    them, the candidates' own training data by candidate name (LoRA Soups' CAT trains on their mix)."""
 
     base: LoadedModel
     stack: Stack
@@ -49,6 +50,7 @@ class Inputs(Generic[S]):
     shots: list[Example]
     settings: S
     seed: int = 0
+    train_data: dict[str, Task] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class ComposerSpec:
     name: str
     fn: Callable[[Inputs[Any]], ComposerOutput]
     settings: type[ComposerSettings]
+    needs_train_data: bool = False  # trains on the candidates' own data (Inputs.train_data)
 
     @property
     def summary(self) -> str:
@@ -76,11 +79,11 @@ class ComposerSpec:
 COMPOSERS: Registry[ComposerSpec] = Registry("composer")
 
 
-def composer(name: str, settings: type[ComposerSettings] = ComposerSettings):
+def composer(name: str, settings: type[ComposerSettings] = ComposerSettings, *, needs_train_data: bool = False):
     """Register a composer function under `name` with the settings class it reads."""
 
     def decorator(fn: Callable[[Inputs[Any]], ComposerOutput]) -> Callable[[Inputs[Any]], ComposerOutput]:
-        COMPOSERS.register(name)(ComposerSpec(name, fn, settings))
+        COMPOSERS.register(name)(ComposerSpec(name, fn, settings, needs_train_data))
         return fn
 
     return decorator
@@ -126,6 +129,7 @@ class Composition:
     seed: int = 0
     versions: list[str | None] = field(default_factory=list)
     few_shot_loss: float | None = None  # the fitted shots' loss under the composition (shots only: not a score)
+    train_fingerprints: dict[str, str] = field(default_factory=dict)  # candidate -> its training data used
 
     @property
     def weights(self) -> Weights:

@@ -31,7 +31,8 @@ Mode = Literal["auto", "dense", "lowrank"]
 class _Slot:
     """Per-module composition state read by the patched forward."""
 
-    __slots__ = ("a", "b", "bias", "bufs", "dense", "in_f", "layer", "out_f", "pop", "w", "w0", "wr")
+    __slots__ = ("a", "b", "bias", "bufs", "dense", "drop", "in_f", "layer", "out_f", "pop", "ranks", "w", "w0",
+                 "wr")
 
     def __init__(self, layer: torch.nn.Linear, dense: bool) -> None:
         self.layer, self.dense = layer, dense
@@ -40,6 +41,8 @@ class _Slot:
         self.pop = 1
         self.bufs: dict[str, torch.Tensor] | None = None
         self.w = self.a = self.b = self.wr = None  # dense W [P,out,in]; low-rank A [P|1,R,in], B [P|1,out,R]
+        self.drop = 0.0  # dropout on the LoRA input (low-rank only; Engine.train turns it on)
+        self.ranks: list[int] | None = None  # exact formula: rank per candidate, one dropout mask each
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.pop
@@ -53,7 +56,11 @@ class _Slot:
             return y.reshape(*x.shape[:-1], self.out_f)
         y = F.linear(x, self.w0, self.bias)
         xs = x.reshape(p, -1, self.in_f)
-        h = torch.matmul(xs, self.a.transpose(-1, -2))  # [P, tokens, R]
+        if self.drop and self.ranks is not None:  # each candidate draws its own mask, as separate LoRA layers do
+            h = torch.cat([torch.matmul(F.dropout(xs, self.drop), a.transpose(-1, -2))
+                           for a in self.a.split(self.ranks, -2)], -1)
+        else:
+            h = torch.matmul(F.dropout(xs, self.drop) if self.drop else xs, self.a.transpose(-1, -2))  # [P,tok,R]
         if self.wr is not None:  # exact formula: weights per rank column, B shared
             h = h * self.wr[:, None, :]
         d = torch.matmul(h, self.b.transpose(-1, -2))
@@ -64,10 +71,11 @@ class Engine:
     """Context manager: `with Engine(base, stack, formula, population) as eng: eng.set(w); model(...)`."""
 
     def __init__(self, base: LoadedModel, stack: Stack, formula: Formula = "exact", population: int = 1,
-                 mode: Mode = "auto", tokens_per_composition: int | None = None) -> None:
+                 mode: Mode = "auto", tokens_per_composition: int | None = None, dropout: float = 0.0) -> None:
         if formula == "lorahub":
             stack.check_lorahub()
         self.base, self.stack, self.formula, self.population = base, stack, formula, population
+        self.dropout = dropout  # on the LoRA input in training mode (see train); forces low-rank modules
         named = dict(base.model.named_modules())
         self.slots: dict[str, _Slot] = {}
         for m in stack.modules:
@@ -79,7 +87,8 @@ class Engine:
                     layer.in_features * layer.out_features
             else:
                 dense = mode == "dense"
-            self.slots[m] = _Slot(layer, dense)
+            self.slots[m] = _Slot(layer, dense and not dropout)  # dense has no separate LoRA input to drop
+            self.slots[m].ranks = stack.ranks[m] if formula == "exact" else None
         self._bn: dict[str, torch.Tensor] = {}  # lorahub formula: B per candidate, flattened (see _b_by_candidate)
 
     def __enter__(self) -> Engine:
@@ -90,6 +99,12 @@ class Engine:
     def __exit__(self, *exc) -> None:
         for slot in self.slots.values():
             del slot.layer.forward  # back to nn.Linear.forward; the base weights were never touched
+
+    def train(self, mode: bool = True) -> Engine:
+        """Training mode: dropout (the Engine's `dropout`) on the LoRA input; off again with train(False)."""
+        for slot in self.slots.values():
+            slot.drop = self.dropout if mode else 0.0
+        return self
 
     def set(self, weights: torch.Tensor) -> None:
         """Apply compositions: weights [P, n] (one per adapter) or [P, n_modules, n] (per module).

@@ -1,8 +1,14 @@
-"""LoraHub: a gradient-free search (nevergrad) of one weight per adapter on the few-shot loss.
+"""LoraHub (arXiv 2307.13269): a gradient-free search (nevergrad) of one weight per adapter on the
+few-shot loss.
 
-Defaults follow LoraHub's code: init 0, bounds +-1.5, budget 40, objective = mean per-example
-cross-entropy + 0.05 * mean |w|. With `population` k the optimizer is asked for k points at a time
-(num_workers=k) and all k are scored in one batched forward.
+The defaults are the original code's (sail-sg/lorahub `lorahub/algorithm.py`): the composed LoRA is
+(sum w_i B_i)(sum w_i A_i) (cross terms included); the objective is HF's token-mean cross-entropy of
+the batch divided by the number of examples, + 0.05 * mean |w|; the weights are
+`ng.p.Array(init=0, lower=-1.5, upper=1.5)` (sigma = range / 6) searched by NGOpt with budget 40 and one
+worker; the result is the optimizer's recommendation; inputs up to 2048 tokens. lorasoup's own
+options are named and off by default: `formula: exact` (sum_i w_i s_i B_i A_i, no cross terms),
+`loss: per_example`, `result: best_evaluated`, and `population` k (k weight vectors scored in one
+batched forward, for optimizers whose algorithm does not change with k).
 """
 
 from __future__ import annotations
@@ -19,57 +25,114 @@ from tqdm.auto import tqdm
 
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
 from lorasoup_core.compose.engine import Engine
-from lorasoup_core.compose.objective import FewShot
-from lorasoup_core.compose.stack import CompositionError
+from lorasoup_core.compose.objective import FewShot, LossScale
+from lorasoup_core.compose.stack import CompositionError, Stack
+from lorasoup_core.data import Example, Task
+from lorasoup_core.models import LoadedModel
+
+
+def parametrization(n: int, bound: float, seed: int) -> ng.p.Array:
+    """The original's search space: init 0 and bounds as Array arguments (sigma = range / 6, not the
+    sigma 1 of `Array(init).set_bounds(...)`), seeded."""
+    param = ng.p.Array(init=[0.0] * n, lower=[-bound] * n, upper=[bound] * n)
+    param.random_state = np.random.RandomState(seed)
+    return param
+
+
+def _algorithm(opt) -> str:
+    """The algorithm a (meta-)optimizer actually runs (NGOpt picks one from budget, dimension, workers)."""
+    return getattr(opt, "optim", opt).name  # e.g. NGOpt -> "Cobyla" with one worker at budget 40
 
 
 def make_optimizer(name: str, n: int, bound: float, budget: int, seed: int, workers: int = 1):
+    """The named nevergrad optimizer over the original parametrization. Asking for `workers` points at once
+    must not silently switch algorithms (NGOpt does: COBYLA with one worker, MetaModel with four)."""
     try:
         cls = ng.optimizers.registry[name]
     except KeyError:
         raise CompositionError(f"unknown nevergrad optimizer {name!r}; e.g. NGOpt, CMA, TwoPointsDE, "
                                "OnePlusOne, PSO, Cobyla") from None
-    param = ng.p.Array(init=np.zeros(n)).set_bounds(-bound, bound)
-    param.random_state = np.random.RandomState(seed)
-    return cls(parametrization=param, budget=budget, num_workers=workers)
+    opt = cls(parametrization=parametrization(n, bound, seed), budget=budget, num_workers=workers)
+    if workers > 1:
+        alone = _algorithm(cls(parametrization=parametrization(n, bound, seed), budget=budget, num_workers=1))
+        if _algorithm(opt) != alone:
+            raise CompositionError(
+                f"population {workers} would make optimizer {name!r} run {_algorithm(opt)} instead of {alone}: "
+                "name an optimizer whose algorithm does not depend on it (CMA, TwoPointsDE, PSO ...) "
+                "or set population 1")
+    return opt
 
 
 class LorahubSettings(ObjectiveSettings):
     budget: int = Field(40, ge=1, description="Objective evaluations of the search.")
     optimizer: str = Field("NGOpt", description="nevergrad optimizer name (NGOpt, CMA, TwoPointsDE ...).")
-    # Default `exact`: with the original's cross terms a 40-evaluation search on an 11-adapter tiny pool
-    # did not find the target's own adapter (NGOpt, CMA, TwoPointsDE); with `exact` NGOpt and CMA did.
+    max_length: int = Field(2048, ge=8, description="Tokens per few-shot example (the original's 2048); "
+                            "longer prompts lose their start, counted in the log.")
     formula: Literal["lorahub", "exact"] = Field(
-        "exact", description="exact: sum w_i s_i B_i A_i; lorahub: (sum w B)(sum w A) as the original code, "
-        "with its cross terms.")
-    population: int = Field(1, ge=1, description="Weight vectors asked of the optimizer at once and "
-                            "evaluated in one batched forward (each on its own copy of the examples).")
+        "lorahub", description="lorahub: (sum w B)(sum w A) as the original code, with its cross terms; "
+        "exact (lorasoup): sum w_i s_i B_i A_i.")
+    loss: LossScale = Field("lorahub", description="lorahub: HF's token-mean CE per batch, summed over batches, "
+                            "/ number of examples (the original); per_example (lorasoup): mean over examples "
+                            "of each example's token-mean CE.")
+    result: Literal["recommendation", "best_evaluated"] = Field(
+        "recommendation", description="recommendation: the optimizer's recommendation (the original); "
+        "best_evaluated (lorasoup): the evaluated point with the lowest objective.")
+    population: int = Field(1, ge=1, description="lorasoup: weight vectors asked of the optimizer at once and "
+                            "evaluated in one batched forward (each on its own copy of the examples); refused "
+                            "when it would change the optimizer's algorithm.")
     bound: float = Field(1.5, gt=0, description="Weights searched in [-bound, bound].")
     l1: float = Field(0.05, ge=0, description="objective += l1 * mean |w|.")
+
+
+class Objective:
+    """LoraHub's objective over a candidate stack: `with Objective(...) as f: f(w)` for w [P, n] returns the
+    P objective values (few-shot loss on the settings' scale + l1 * mean |w|), all P in one forward."""
+
+    def __init__(self, base: LoadedModel, stack: Stack, target: Task, shots: list[Example],
+                 settings: LorahubSettings, population: int = 1) -> None:
+        self.settings = settings
+        self.fewshot = FewShot(base, target, shots, settings.max_length, settings.batch_size)
+        self.engine = Engine(base, stack, settings.formula, population, settings.engine_mode,
+                             self.fewshot.tokens_per_composition)
+        self._inference = torch.inference_mode()
+
+    def __enter__(self) -> Objective:
+        self._inference.__enter__()
+        self.engine.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.engine.__exit__(*exc)
+        self._inference.__exit__(*exc)
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        w = np.atleast_2d(np.asarray(w, dtype=np.float64))
+        self.engine.set(torch.as_tensor(w))
+        loss = self.fewshot.losses(w.shape[0], self.settings.loss).cpu().numpy()
+        return loss + self.settings.l1 * np.abs(w).mean(1)
 
 
 @composer("lorahub", LorahubSettings)
 def lorahub(inp: Inputs[LorahubSettings]) -> ComposerOutput:
     """LoraHub: gradient-free search (nevergrad) of one weight per adapter on the few-shot loss."""
-    cfg, stack, base = inp.settings, inp.stack, inp.base
-    fewshot = FewShot(base, inp.target, inp.shots, cfg.max_length, cfg.batch_size)
+    cfg, stack = inp.settings, inp.stack
     workers = min(cfg.population, cfg.budget)
     opt = make_optimizer(cfg.optimizer, len(stack), cfg.bound, cfg.budget, inp.seed, workers)
+    objective = Objective(inp.base, stack, inp.target, inp.shots, cfg, workers)
     trace: list[float] = []
+    evaluated: list[list[float]] = []
     seconds: list[float] = []  # wall time per evaluation (a batch's time / its size), ask/tell included
     objective_seconds: list[float] = []  # the same without the optimizer's ask/tell
     best = (math.inf, np.zeros(len(stack)))
-    engine = Engine(base, stack, cfg.formula, workers, cfg.engine_mode, fewshot.tokens_per_composition)
     bar = tqdm(total=cfg.budget, desc=f"lorahub {inp.target.name}", leave=False)
-    with torch.inference_mode(), engine:
+    with objective:
         # Always spend the whole budget: some optimizers (Cobyla) hang process exit otherwise.
         while len(trace) < cfg.budget:
             start = time.perf_counter()
             asked = [opt.ask() for _ in range(min(workers, cfg.budget - len(trace)))]
             w = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
             t0 = time.perf_counter()
-            engine.set(torch.as_tensor(w))
-            values = fewshot.losses(len(asked)).cpu().numpy() + cfg.l1 * np.abs(w).mean(1)
+            values = objective(w)
             objective_seconds.extend([(time.perf_counter() - t0) / len(asked)] * len(asked))
             for c, wi, v in zip(asked, w, values, strict=True):
                 if not math.isfinite(v):
@@ -77,12 +140,19 @@ def lorahub(inp: Inputs[LorahubSettings]) -> ComposerOutput:
                                            f"(target {inp.target.name!r}); check the candidates for NaN weights")
                 opt.tell(c, float(v))
                 trace.append(float(v))
+                evaluated.append(wi.tolist())
                 if v < best[0]:
                     best = (float(v), wi)
             seconds.extend([(time.perf_counter() - start) / len(asked)] * len(asked))
             bar.update(len(asked))
+        if cfg.result == "recommendation":
+            w = np.asarray(opt.provide_recommendation().value, dtype=np.float64)
+            final = float(objective(w)[0])
+        else:
+            final, w = best
     bar.close()
-    w = best[1]  # the best evaluated point (the recommendation of some optimizers was never evaluated)
+    engine = objective.engine
     return ComposerOutput(w.tolist(), engine.factors(torch.as_tensor(w)), trace, diagnostics={
-        "eval_seconds": seconds, "objective_seconds": objective_seconds,
+        "final_objective": final, "evaluated": evaluated, "algorithm": _algorithm(opt),
+        "objective_path": objective.fewshot.path, "eval_seconds": seconds, "objective_seconds": objective_seconds,
         "engine": {m: "dense" if s.dense else "lowrank" for m, s in engine.slots.items()}})

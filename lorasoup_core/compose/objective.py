@@ -1,12 +1,22 @@
-"""The few-shot objective: mean over examples of the mean target-token cross-entropy.
+"""The few-shot objective a composition is fitted on.
 
-Examples are tokenised once (and repeated once per population size). The language-model head runs
-only at the positions that predict target tokens: few-shot prompts are long and answers short, and
-the head is a large share of a small model's forward (~1/5 on SmolLM2). The loss of an example does
-not depend on the batch it is in, so `batch_size` only bounds memory.
+Two loss scales: `lorahub`, the original code's (per batch, HF's token-mean cross-entropy over the
+batch's target tokens; summed over batches and divided by the number of examples: with the 5 shots in
+one batch that is CE/5), and `per_example` (the mean over examples of each example's token-mean
+cross-entropy: independent of batch size and of how many target tokens each example has).
+
+Examples are tokenised once (and repeated once per population size). By default the language-model
+head runs only at the positions that predict target tokens (few-shot prompts are long and answers
+short; the head is ~1/5 of a small model's forward). Some families transform their logits or decoder
+outputs in ways that path would miss (final logit soft-capping, decoder-output rescaling, BART's
+own label shift), so at start the head-only losses are checked once against the full HF forward on
+the shots; when they differ, the full forward is used instead (`path` says which).
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Literal
 
 import torch
 
@@ -14,10 +24,13 @@ from lorasoup_core.data import Example, Task
 from lorasoup_core.data.prompts import IGNORE, encode
 from lorasoup_core.models import LoadedModel
 
+log = logging.getLogger(__name__)
+LossScale = Literal["lorahub", "per_example"]
+
 
 class FewShot:
     def __init__(self, base: LoadedModel, task: Task, shots: list[Example], max_length: int = 256,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, check: bool = True) -> None:
         if not shots:
             raise ValueError(f"task {task.name!r}: no few-shot examples to fit on")
         self.base, self.n = base, len(shots)
@@ -28,6 +41,9 @@ class FewShot:
         size = batch_size or self.n
         self.chunks = [slice(i, i + size) for i in range(0, self.n, size)]
         self._repeated: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self.path, self.path_reason = "head", "not checked"
+        if check:
+            self._choose_path()
 
     @property
     def tokens_per_composition(self) -> int:
@@ -54,36 +70,77 @@ class FewShot:
         rep["counts"] = mask.sum(1).clamp_min(1)
         return rep
 
-    def _hidden(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Final hidden states at the target-predicting positions, ready for the LM head."""
+    def _head_logits(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits at the target-predicting positions from the final hidden states (LM head only there)."""
         model = self.base.model
         if self.base.kind == "causal":
             hidden = model.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
-            return hidden[:, :-1][b["mask"]]
-        enc = model.get_encoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
-        dec_in = model._shift_right(b["labels"])
-        hidden = model.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
-                                     encoder_attention_mask=b["attention_mask"]).last_hidden_state[b["mask"]]
-        cfg = model.config
-        if cfg.model_type in ("t5", "mt5") and getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings):
-            hidden = hidden * cfg.d_model ** -0.5  # T5 rescales before a tied head
-        return hidden
+            hidden = hidden[:, :-1][b["mask"]]
+        else:
+            enc = model.get_encoder()(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+            dec_in = model._shift_right(b["labels"])
+            hidden = model.get_decoder()(input_ids=dec_in, encoder_hidden_states=enc,
+                                         encoder_attention_mask=b["attention_mask"]).last_hidden_state[b["mask"]]
+            cfg = model.config
+            scale = {"t5": getattr(cfg, "scale_decoder_outputs", cfg.tie_word_embeddings),
+                     "umt5": cfg.tie_word_embeddings}.get(cfg.model_type, False)
+            if scale:  # as HF's T5 / umT5 do before the head (mT5 does not); the check at start verifies it
+                hidden = hidden * cfg.d_model ** -0.5
+        return model.get_output_embeddings()(hidden)
 
-    def per_example(self, population: int = 1) -> torch.Tensor:
-        """[population, n_shots] losses; row p under the engine's composition p."""
-        head = self.base.model.get_output_embeddings()
+    def _full_logits(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits at the target-predicting positions from the model's own full forward."""
+        inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        if self.base.kind == "causal":
+            return self.base.model(**inputs).logits[:, :-1][b["mask"]]
+        return self.base.model(**inputs, labels=b["labels"]).logits[b["mask"]]
+
+    def _choose_path(self) -> None:
+        """Head-only when it reproduces the full forward's per-example losses on the shots, else full."""
+        with torch.inference_mode():
+            self.path = "full"
+            full = self._sums(1)[0] / self._chunk_counts()
+            try:
+                self.path = "head"
+                head = self._sums(1)[0] / self._chunk_counts()
+            except Exception as err:  # e.g. a seq2seq family without T5's _shift_right
+                self.path, self.path_reason = "full", f"head-only forward failed: {type(err).__name__}: {err}"
+            else:
+                tol = 1e-4 if self.base.dtype == torch.float32 else 2e-2
+                if torch.allclose(head, full, rtol=tol, atol=tol):
+                    self.path_reason = "head-only losses equal the full forward's"
+                else:
+                    diff = float((head - full).abs().max())
+                    self.path, self.path_reason = "full", f"head-only losses differ from the full forward's by {diff:.3g}"
+        if self.path == "full":
+            log.warning("%s (%s): fitting through the full forward", self.path_reason,
+                        self.base.model.config.model_type)
+
+    def _chunk_counts(self) -> torch.Tensor:
+        return torch.cat([self._chunk(j, 1)["counts"] for j in range(len(self.chunks))])
+
+    def _sums(self, population: int) -> torch.Tensor:
+        """[population, n_shots] summed target-token cross-entropies; row p under composition p."""
         out = []
         for j in range(len(self.chunks)):
             b = self._chunk(j, population)
-            logits = head(self._hidden(b)).float()
+            logits = (self._head_logits(b) if self.path == "head" else self._full_logits(b)).float()
             tok = torch.nn.functional.cross_entropy(logits, b["targets"], reduction="none")
             sums = torch.zeros(b["mask"].shape[0], device=tok.device, dtype=tok.dtype).index_add_(0, b["row"], tok)
-            out.append((sums / b["counts"]).view(population, -1))
+            out.append(sums.view(population, -1))
         return torch.cat(out, 1)
 
-    def losses(self, population: int = 1) -> torch.Tensor:
-        """[population] mean per-example losses."""
-        return self.per_example(population).mean(1)
+    def per_example(self, population: int = 1) -> torch.Tensor:
+        """[population, n_shots] per-example token-mean losses."""
+        return self._sums(population) / self._chunk_counts()
 
-    def loss(self) -> torch.Tensor:
-        return self.losses(1)[0]
+    def losses(self, population: int = 1, scale: LossScale = "per_example") -> torch.Tensor:
+        """[population] objective values on the given scale (see the module doc)."""
+        if scale == "per_example":
+            return self.per_example(population).mean(1)
+        sums, counts = self._sums(population), self._chunk_counts()
+        per_batch = [sums[:, c].sum(1) / counts[c].sum() for c in self.chunks]  # HF's loss of each batch
+        return torch.stack(per_batch, 1).sum(1) / self.n
+
+    def loss(self, scale: LossScale = "per_example") -> torch.Tensor:
+        return self.losses(1, scale)[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lorasoup_core.adapters import AdapterCard, read_lora_factors
+from lorasoup_core.adapters import AdapterCard, UnsupportedAdapter, read_lora_factors
 from lorasoup_core.models import LoadedModel
 
 
@@ -44,7 +44,10 @@ class Stack:
             if c.card is not None and c.card.base_fingerprint != base.fingerprint:
                 raise CompositionError(f"adapter {c.name!r} was trained on {c.card.base_model!r}, not on the base "
                                        f"model {base.spec!r} (fingerprints differ)")
-            factors, scaling = read_lora_factors(c.path)
+            try:
+                factors, scaling = read_lora_factors(c.path, name=c.name)
+            except UnsupportedAdapter as err:
+                raise CompositionError(str(err)) from None
             per.append({m: (a, b * scaling[m]) for m, (a, b) in factors.items()})
         modules = sorted(per[0])
         modules_of_model = dict(base.model.named_modules())

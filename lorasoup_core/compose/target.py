@@ -19,7 +19,8 @@ from lorasoup_core.tracking import RunContext
 @dataclass
 class ComposedAdapter:
     target: str
-    method: str
+    method: str  # the composer
+    label: str  # its name in the experiment (a variant's name, or the composer's)
     adapter_dir: Path  # a plain PEFT directory with its lorasoup card (lineage)
     weights: dict[str, float]  # one per candidate (per-module weights averaged)
     trace: list[float] = field(default_factory=list)  # objective per evaluation / step
@@ -30,21 +31,25 @@ class ComposedAdapter:
 
 def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],
                        method: str, settings: ComposerSettings | dict[str, Any] | None, run: RunContext, *,
-                       seed: int = 0, out_dir: str | Path | None = None) -> ComposedAdapter:
+                       seed: int = 0, out_dir: str | Path | None = None,
+                       train_data: dict[str, Task] | None = None, label: str | None = None) -> ComposedAdapter:
     """Compose `candidates` for `target` on `shots` and export the result (into `out_dir`, or a work
-    directory named by everything the result depends on)."""
+    directory named by everything the result depends on); `label` names a method variant."""
     settings = settings_for(method, settings)
+    label = label or method
     key = sha256_json([base.fingerprint, target.fingerprint, [[s.input, s.target] for s in shots],
-                       [c.version or c.name for c in candidates], method, settings.model_dump(mode="json"), seed])
-    out = Path(out_dir) if out_dir else get_settings().home / "work" / "composed" / f"{target.name}-{method}-{key[:12]}"
-    tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": method}
-    with tracking.run(run.experiment, f"compose {target.name} {method}", parent_run_id=run.parent_run_id,
+                       [c.version or c.name for c in candidates], method, settings.model_dump(mode="json"), seed,
+                       {n: t.fingerprint for n, t in sorted((train_data or {}).items())}])
+    out = Path(out_dir) if out_dir else get_settings().home / "work" / "composed" / f"{target.name}-{label}-{key[:12]}"
+    tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": label,
+            "lorasoup.composer": method}
+    with tracking.run(run.experiment, f"compose {target.name} {label}", parent_run_id=run.parent_run_id,
                       tracking_uri=run.tracking_uri, tags=tags) as run_id:
         tracking.log_params(run_id, {"method": method, "seed": seed, "candidates": [c.version or c.name
                                                                                     for c in candidates],
                                      **settings.model_dump(mode="json")}, run.tracking_uri)
-        comp = compose(method, base, candidates, target, shots, settings, seed=seed)
-        export_peft(comp, out)
+        comp = compose(method, base, candidates, target, shots, settings, seed=seed, train_data=train_data)
+        export_peft(comp, out, label=label)
         weights = comp.weights_by_adapter()
         metrics = {f"weight/{n}": w for n, w in weights.items()}
         if comp.few_shot_loss is not None:
@@ -52,5 +57,5 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
         tracking.log_metrics(run_id, metrics, tracking_uri=run.tracking_uri)
         if comp.trace:
             tracking.log_series(run_id, "objective", [float(x) for x in comp.trace], run.tracking_uri)
-    return ComposedAdapter(target.name, method, out, weights, [float(x) for x in comp.trace], comp.few_shot_loss,
+    return ComposedAdapter(target.name, method, label, out, weights, [float(x) for x in comp.trace], comp.few_shot_loss,
                            dict(comp.diagnostics), run_id)

@@ -2,16 +2,26 @@
 
 Causal: ``prompt + " " + target + eos``; labels are -100 on the prompt and padding, so the loss
 falls on target tokens only. Seq2seq: the prompt feeds the encoder, the target is the label.
+
+A prompt over `max_length` tokens loses its start, never its end (where BBH puts the question and
+the options), and every cut is counted in the `lorasoup.data` log.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 IGNORE = -100
+log = logging.getLogger("lorasoup.data")
+
+
+def _report_cuts(cut: int, total: int, max_length: int) -> None:
+    if cut:
+        log.warning("%d of %d prompts were longer than %d tokens and lost their start", cut, total, max_length)
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -24,12 +34,16 @@ def encode_causal(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str]
     never their target."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     rows = []
+    cut = 0
     for prompt, target in zip(prompts, targets, strict=True):
         p = _ids(tokenizer, prompt)
         t = _ids(tokenizer, " " + target) + eos
         t = t[:max_length]
-        p = p[max(0, len(p) - (max_length - len(t))):] if len(p) + len(t) > max_length else p
+        if len(p) + len(t) > max_length:
+            cut += 1
+            p = p[len(p) - (max_length - len(t)):] if max_length > len(t) else []
         rows.append((p + t, [IGNORE] * len(p) + t))
+    _report_cuts(cut, len(rows), max_length)
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -44,7 +58,14 @@ def encode_causal(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str]
 
 def encode_seq2seq(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], max_length: int = 256,
                    ) -> dict[str, torch.Tensor]:
-    enc = tokenizer(list(prompts), max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"  # keep the end of the prompt: the question and its options
+    try:
+        enc = tokenizer(list(prompts), max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.truncation_side = side
+    full = tokenizer(list(prompts), truncation=False)["input_ids"]
+    _report_cuts(sum(len(ids) > max_length for ids in full), len(full), max_length)
     lab = tokenizer(list(targets), max_length=max_length, truncation=True, padding=True, return_tensors="pt")
     labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, IGNORE)
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}

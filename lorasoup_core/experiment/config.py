@@ -59,6 +59,25 @@ class EvalConfig(StrictModel):
     baselines: list[Baseline] = Field(["zero-shot", "icl"], description="Baselines evaluated beside the composers.")
 
 
+class MethodVariant(StrictModel):
+    """A named variant of a composer, e.g. lorahub with lorasoup's exact formula, listed in `methods` by its
+    name and reported under it."""
+
+    method: str = Field(description="The composer (lorahub, cat, ties ...).")
+    settings: SerializeAsAny[ComposerSettings] = Field(
+        default_factory=ComposerSettings, description="The composer's settings, validated by its settings class.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_settings(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("method"), str):
+            from lorasoup_core.compose import COMPOSERS
+
+            _known(COMPOSERS, [value["method"]])
+            value = {**value, "settings": settings_for(value["method"], value.get("settings"))}
+        return value
+
+
 class ExperimentConfig(PoolFile):
     """Everything one experiment run needs; params of the MLflow parent run are this, fully resolved."""
 
@@ -66,7 +85,11 @@ class ExperimentConfig(PoolFile):
     seed: int = Field(0, description="Seed for shot sampling, random filters, searches, CAT init and pruning.")
     targets: list[TargetConfig] = Field(description="Target tasks to compose for.")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    methods: list[str] = Field(["lorahub", "cat", "uniform", "centroid"], description="Composers to run.")
+    methods: list[str] = Field(["lorahub", "cat", "uniform", "centroid"], description="Composers to run, by "
+                               "composer name or by the name of one of `variants`.")
+    variants: dict[str, MethodVariant] = Field(
+        default_factory=dict, description="Named method variants, e.g. {lorahub-exact: {method: lorahub, "
+        "settings: {formula: exact}}}; each name is listed in `methods` and reported under that name.")
     compose: dict[str, SerializeAsAny[ComposerSettings]] = Field(
         default_factory=dict, description="Settings per method, e.g. {lorahub: {budget: 40}, cat: {steps: 30}}; "
         "each validated by that method's settings class. Methods left out run with their defaults.")
@@ -77,12 +100,6 @@ class ExperimentConfig(PoolFile):
         """The MLflow experiment: `tracking.experiment` when set, else the config's name."""
         return self.tracking.experiment or self.name
 
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, methods: list[str]) -> list[str]:
-        from lorasoup_core.compose import COMPOSERS
-
-        return _known(COMPOSERS, methods)
 
     @field_validator("compose", mode="before")
     @classmethod
@@ -95,14 +112,34 @@ class ExperimentConfig(PoolFile):
 
     @model_validator(mode="after")
     def _every_method_resolved(self) -> ExperimentConfig:
-        extra = sorted(set(self.compose) - set(self.methods))
+        from lorasoup_core.compose import COMPOSERS
+
+        clash = sorted(set(self.variants) & set(COMPOSERS.names()))
+        if clash:
+            raise ValueError(f"variants: {', '.join(clash)} is a composer's own name; give the variant another")
+        dupes = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if dupes:
+            raise ValueError(f"methods: {', '.join(dupes)} listed more than once")
+        _known(COMPOSERS, [m for m in self.methods if m not in self.variants])
+        composers = {self.composer_of(m) for m in self.methods}
+        extra = sorted(set(self.compose) - composers)
         if extra:
             raise ValueError(f"compose has settings for method(s) not in `methods`: {', '.join(extra)}")
-        self.compose = {m: settings_for(m, self.compose.get(m)) for m in self.methods}
+        unused = sorted(set(self.variants) - set(self.methods))
+        if unused:
+            raise ValueError(f"variants not listed in `methods`: {', '.join(unused)}")
+        self.compose = {c: settings_for(c, self.compose.get(c)) for c in sorted(composers)}
         return self
 
-    def settings(self, method: str) -> ComposerSettings:
-        return self.compose.get(method) or settings_for(method)
+    def composer_of(self, name: str) -> str:
+        """The composer behind a name in `methods` (itself, or a variant's)."""
+        return self.variants[name].method if name in self.variants else name
+
+    def settings(self, name: str) -> ComposerSettings:
+        """The settings of a name in `methods`: a variant's own, else the composer's section of `compose`."""
+        if name in self.variants:
+            return self.variants[name].settings
+        return self.compose.get(name) or settings_for(name)
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:

@@ -3,7 +3,8 @@
 Each adapter is checked against the base model before it is registered: every adapted module must
 exist in the base with the shapes the LoRA factors need (A [r, in], B [out, r]). A different
 `base_model_name_or_path` is only a warning (the same weights go by many names); a shape or module
-mismatch rejects that adapter with a reason naming it, and the others still register.
+mismatch, or a feature a LoRA composition cannot represent (DoRA, embedding LoRA, `modules_to_save`),
+rejects that adapter with a reason naming it, and the others still register.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core.adapters import CARD_FILE, AdapterCard, read_lora_factors, slug
+from lorasoup_core.adapters.factors import UnsupportedAdapter
 from lorasoup_core.fingerprint import sha256_file, sha256_json
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.registry import AdapterRegistry, AdapterVersion
@@ -116,6 +118,8 @@ def check_adapter(adapter_dir: Path, base: LoadedModel, label: str) -> tuple[dic
         warnings.append(f"{label}: task_type {task_type} but the base is a {base.kind} model")
     try:
         factors, _ = read_lora_factors(adapter_dir)
+    except UnsupportedAdapter as err:  # DoRA, embedding LoRA, modules_to_save ...: the reason names the feature
+        raise AdapterMismatch(f"{label}: {err.reason}") from None
     except (ValueError, OSError, RuntimeError) as err:
         raise AdapterMismatch(f"{label}: unreadable LoRA weights: {err}") from None
     modules = dict(base.model.named_modules())

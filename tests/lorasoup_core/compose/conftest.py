@@ -5,6 +5,25 @@ import torch
 
 from lorasoup_core.data import load_task
 
+T5_SKILLS = ["uppercase", "reverse_list", "add"]
+
+
+def skill_task(name):
+    return load_task({"source": "skills", "name": name, "n_train": 200, "n_validation": 8, "n_test": 8})
+
+
+@pytest.fixture(scope="session")
+def t5_pool(tiny_t5, tmp_path_factory):
+    """Candidates trained on tiny-t5 for three upstream skills (the seq2seq composition tests)."""
+    from lorasoup_core.adapters import AdapterCard, TrainingConfig, train_lora
+    from lorasoup_core.compose import Candidate
+
+    root = tmp_path_factory.mktemp("t5_pool")
+    cfg = TrainingConfig(steps=80, lr=1e-2, batch_size=16, max_validation=8)
+    for skill in T5_SKILLS:
+        train_lora(tiny_t5, skill_task(skill), cfg, root / skill, progress=False, embed_examples=8)
+    return [Candidate(s, root / s, AdapterCard.read(root / s)) for s in T5_SKILLS]
+
 
 @pytest.fixture(scope="module")
 def target():

@@ -1,23 +1,8 @@
 import pytest
 
-from lorasoup_core.adapters import AdapterCard, TrainingConfig, train_lora
+from lorasoup_core.adapters import AdapterCard
 from lorasoup_core.compose import Candidate, CompositionError, compose, few_shot_loss
-from lorasoup_core.data import load_task
-
-T5_SKILLS = ["uppercase", "reverse_list", "add"]
-
-
-def _task(name):
-    return load_task({"source": "skills", "name": name, "n_train": 200, "n_validation": 8, "n_test": 8})
-
-
-@pytest.fixture(scope="module")
-def t5_pool(tiny_t5, tmp_path_factory):
-    root = tmp_path_factory.mktemp("t5_pool")
-    cfg = TrainingConfig(steps=80, lr=1e-2, batch_size=16, max_validation=8)
-    for skill in T5_SKILLS:
-        train_lora(tiny_t5, _task(skill), cfg, root / skill, progress=False, embed_examples=8)
-    return [Candidate(s, root / s, AdapterCard.read(root / s)) for s in T5_SKILLS]
+from tests.lorasoup_core.compose.conftest import skill_task as _task
 
 
 def test_lorahub_on_seq2seq_finds_the_target_adapter(tiny_t5, t5_pool):
@@ -35,7 +20,8 @@ def test_population_search_spends_the_budget_in_batches(tiny_llama, tiny_pool, t
     task, shots = target
     cands = [Candidate(s, tiny_pool[s], AdapterCard.read(tiny_pool[s])) for s in ("add", "count_items", "uppercase")]
     comp = compose("lorahub", tiny_llama, cands, task, shots,
-                   {"budget": 42, "population": 4, "optimizer": "CMA"})
+                   {"budget": 42, "population": 4, "optimizer": "CMA", "loss": "per_example",
+                    "result": "best_evaluated"})
     assert len(comp.trace) == 42 and len(comp.diagnostics["eval_seconds"]) == 42
     # the returned weights are the best evaluated point: its objective is the trace minimum
     l1 = 0.05 * sum(abs(w) for w in comp.weights) / len(comp.weights)

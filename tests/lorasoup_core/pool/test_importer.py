@@ -96,3 +96,44 @@ def test_import_cli_reports_rejections(tmp_path, plain_peft, t5_adapter):
     listed = CliRunner().invoke(app, ["pool", "list", "--tracking-uri", f"sqlite:///{tmp_path / 'cli.db'}"])
     assert listed.exit_code == 0 and "lorasoup.tiny-llama.good-adapter  1" in listed.output
     assert "latest" in listed.output and "tiny-llama" in listed.output
+
+
+def _peft_adapter(base, out, **extra):
+    """A real PEFT LoRA on a copy of tiny-llama (random B, so it is not a no-op), saved to `out`."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, target_modules=extra.pop("target_modules", ["q_proj", "v_proj"]), init_lora_weights=False,
+                        **extra)
+    get_peft_model(copy.deepcopy(base.model), config).save_pretrained(str(out))
+    return out
+
+
+def test_dora_adapter_is_rejected_and_the_plain_one_registers(tmp_path, tiny_llama, registry):
+    dora = str(_peft_adapter(tiny_llama, tmp_path / "dora-lora", use_dora=True))
+    plain = str(_peft_adapter(tiny_llama, tmp_path / "plain-lora"))
+    report = import_adapters([dora, plain], tiny_llama, registry)
+
+    assert list(report.rejected) == [dora] and list(report.ok) == [plain]
+    why = report.rejected[dora]
+    assert why.startswith(f"{dora}: DoRA (use_dora: a learned magnitude vector") and "is not supported" in why
+    assert "unreadable" not in why
+    v = report.ok[plain]
+    assert (v.origin, v.task, v.rank, v.targets) == ("imported", "plain-lora", 4, ["q_proj", "v_proj"])
+    assert [x.ref for x in registry.list()] == [v.ref]
+
+
+@pytest.mark.parametrize(("extra", "feature"), [
+    ({"modules_to_save": ["lm_head"]}, "modules_to_save (modules_to_save ['lm_head']"),
+    ({"target_modules": ["q_proj", "embed_tokens"]}, "embedding LoRA (LoRA on embedding layer model.embed_tokens"),
+])
+def test_check_adapter_names_the_unsupported_feature(tmp_path, tiny_llama, extra, feature):
+    from lorasoup_core.pool.importer import AdapterMismatch, check_adapter
+
+    d = _peft_adapter(tiny_llama, tmp_path / "odd", **extra)
+    with pytest.raises(AdapterMismatch) as info:
+        check_adapter(d, tiny_llama, "hub-owner/odd-lora")
+    assert str(info.value).startswith(f"hub-owner/odd-lora: {feature}")
+    assert str(info.value).endswith("lorasoup composes plain LoRA only (the update scaling * B @ A on Linear layers)")

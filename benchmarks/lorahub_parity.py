@@ -1,0 +1,128 @@
+"""The `lorahub` preset against LoraHub's procedure as the original code runs it, end to end.
+
+    .venv/bin/python benchmarks/lorahub_parity.py --json
+    .venv/bin/python benchmarks/lorahub_parity.py --d-model 64 --layers 2 --candidates 4 --json   (a quick check)
+
+A T5 built from a config (default d_model 512, 6 encoder + 6 decoder layers, byte tokenizer) is saved to a
+temp dir with `--candidates` rank-`--rank` LoRAs on q and v (random factors through PEFT). Both sides then
+start from disk and run a budget-40 search on the same 5 examples with 2 CPU threads:
+
+- reference: tests/lorasoup_core/compose/lorahub_reference.py, as sail-sg/lorahub's algorithm.py runs it:
+  base and adapters loaded with transformers/PEFT, every evaluation rebuilds the weighted state dict, loads
+  it with `set_peft_model_state_dict` and runs the full forward with labels; NGOpt via `minimize`;
+- preset: lorasoup's `lorahub` composer with its defaults (the same objective and search): `load_model`,
+  `Stack`, `compose` (stacked factors, one contraction per module, head only at target positions).
+
+Prints each side's wall time (load + search), the final objectives at their recommendations, the largest
+difference between the evaluated weight vectors, and the speedup (reference / preset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _report import emit  # benchmarks/ is on sys.path when a script runs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference lives beside the tests
+
+from lorasoup_core.compose import Candidate, compose  # noqa: E402
+from lorasoup_core.data import load_task  # noqa: E402
+from lorasoup_core.data.prompts import encode  # noqa: E402
+from lorasoup_core.models import load_model  # noqa: E402
+from tests.lorasoup_core.compose.lorahub_reference import ReferenceLoraHub  # noqa: E402
+
+
+def write_model_and_adapters(root: Path, d_model: int, layers: int, n: int, rank: int) -> list[Path]:
+    from peft import LoraConfig, get_peft_model
+    from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
+
+    tok = ByT5Tokenizer()
+    config = T5Config(vocab_size=len(tok), d_model=d_model, d_ff=4 * d_model, d_kv=64, num_heads=max(1, d_model // 64),
+                      num_layers=layers, num_decoder_layers=layers, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config)
+    model.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q", "v"],
+                                            init_lora_weights=False))
+    gen = torch.Generator().manual_seed(0)
+    dirs = []
+    for i in range(n):
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[-1] ** -0.5) * 0.3)
+        dirs.append(root / f"adapter{i:02d}")
+        peft.save_pretrained(str(dirs[-1]))
+    return dirs
+
+
+def reference_run(base_dir: Path, adapters: list[Path], prompts, targets, budget: int, seed: int):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    start = time.perf_counter()
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(base_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    batch = encode("seq2seq", tokenizer, prompts, targets, 2048)
+    ref = ReferenceLoraHub(model, adapters, batch, len(prompts))
+    weights, evaluated, _ = ref.search(budget=budget, seed=seed)
+    final = ref.objective(weights)
+    return time.perf_counter() - start, final, weights, np.asarray(evaluated)
+
+
+def preset_run(base_dir: Path, adapters: list[Path], task, shots, budget: int, seed: int):
+    start = time.perf_counter()
+    base = load_model(str(base_dir), device="cpu", dtype="float32")
+    comp = compose("lorahub", base, [Candidate(p.name, p) for p in adapters], task, shots, {"budget": budget},
+                   seed=seed)
+    seconds = time.perf_counter() - start
+    return seconds, comp.diagnostics["final_objective"], np.asarray(comp.weights), \
+        np.asarray(comp.diagnostics["evaluated"])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--d-model", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=6, help="encoder layers (= decoder layers)")
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--budget", type=int, default=40)
+    ap.add_argument("--shots", type=int, default=5)
+    ap.add_argument("--task", default="skills:sort_words")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    task = load_task(args.task)
+    shots = task.train[: args.shots]
+    prompts, targets = [task.prompt(s) for s in shots], [s.target for s in shots]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        adapters = write_model_and_adapters(root, args.d_model, args.layers, args.candidates, args.rank)
+        preset_run(root / "base", adapters[:2], task, shots, 2, args.seed)  # warm-up: imports, kernels
+        ref_s, ref_obj, ref_w, ref_eval = reference_run(root / "base", adapters, prompts, targets, args.budget,
+                                                        args.seed)
+        ours_s, ours_obj, ours_w, ours_eval = preset_run(root / "base", adapters, task, shots, args.budget, args.seed)
+    result = {
+        "d_model": args.d_model, "layers": args.layers, "candidates": args.candidates, "rank": args.rank,
+        "budget": args.budget, "shots": args.shots, "threads": torch.get_num_threads(),
+        "reference_s": round(ref_s, 3), "preset_s": round(ours_s, 3), "speedup": round(ref_s / ours_s, 2),
+        "reference_objective": ref_obj, "preset_objective": ours_obj,
+        "objective_diff": abs(ref_obj - ours_obj),
+        "max_evaluated_weight_diff": float(np.abs(ref_eval - ours_eval).max()),
+        "max_recommendation_diff": float(np.abs(ref_w - ours_w).max()),
+    }
+    return emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

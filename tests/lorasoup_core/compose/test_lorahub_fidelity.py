@@ -1,0 +1,92 @@
+"""The `lorahub` preset is LoraHub: its objective and its search equal a reference written from the original
+code's procedure (tests/lorasoup_core/compose/lorahub_reference.py), on a seq2seq and a causal model."""
+
+from __future__ import annotations
+
+import copy
+
+import nevergrad as ng
+import numpy as np
+import pytest
+
+from lorasoup_core.adapters import AdapterCard
+from lorasoup_core.compose import Candidate, CompositionError, Stack, compose
+from lorasoup_core.compose.lorahub import LorahubSettings, Objective
+from lorasoup_core.data.prompts import encode
+from tests.lorasoup_core.compose.conftest import skill_task as _task
+from tests.lorasoup_core.compose.lorahub_reference import ReferenceLoraHub
+
+
+@pytest.fixture
+def setup(request, tiny_llama, tiny_t5, tiny_pool, t5_pool):
+    """(base, candidates, target, shots) for the model family named by the test's parameter."""
+    if request.param == "tiny_t5":
+        base, cands, target = tiny_t5, t5_pool, _task("uppercase")
+    else:
+        base, target = tiny_llama, _task("count_items")
+        cands = [Candidate(s, p, AdapterCard.read(p)) for s, p in tiny_pool.items()]
+    return base, cands, target, target.train[:5]
+
+
+def _reference(base, cands, target, shots) -> ReferenceLoraHub:
+    batch = encode(base.kind, base.tokenizer, [target.prompt(s) for s in shots], [s.target for s in shots], 2048)
+    return ReferenceLoraHub(copy.deepcopy(base.model), [c.path for c in cands], batch, len(shots))
+
+
+@pytest.mark.parametrize("setup", ["tiny_t5", "tiny_llama"], indirect=True)
+def test_objective_equals_the_reference_at_random_weights(setup):
+    base, cands, target, shots = setup
+    ref = _reference(base, cands, target, shots)
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(-1.5, 1.5, size=(3, len(cands)))
+    with Objective(base, Stack(base, cands), target, shots, LorahubSettings(), population=3) as objective:
+        ours = objective(weights)  # the three in one batched forward
+    want = [ref.objective(w) for w in weights]
+    np.testing.assert_allclose(ours, want, rtol=0, atol=1e-5)
+    # lorasoup's per-example scale is another objective (its L1 term weighs 5x more against the loss)
+    with Objective(base, Stack(base, cands), target, shots, LorahubSettings(loss="per_example")) as objective:
+        assert abs(objective(weights[:1])[0] - want[0]) > 1e-3
+
+
+@pytest.mark.parametrize("setup", ["tiny_t5", "tiny_llama"], indirect=True)
+def test_search_evaluates_what_plain_nevergrad_evaluates(setup):
+    """The preset's 40 evaluated weight vectors and its result are a plain NGOpt run's (one worker: COBYLA at
+    budget 40) over the original parametrization, fed the same objective values; against the reference
+    objective the runs agree until float noise (~1e-7 in the loss) steers COBYLA apart."""
+    base, cands, target, shots = setup
+    comp = compose("lorahub", base, cands, target, shots, {}, seed=3)
+    ours = np.asarray(comp.diagnostics["evaluated"])
+    assert ours.shape == (40, len(cands)) and comp.diagnostics["algorithm"] == "Cobyla"
+
+    values, replayed = iter(comp.trace), []
+
+    def replay(w):
+        replayed.append(np.array(w, dtype=np.float64))
+        return next(values)
+
+    param = ng.p.Array(init=[0] * len(cands), upper=[1.5] * len(cands), lower=[-1.5] * len(cands))
+    param.random_state = np.random.RandomState(3)
+    recommendation = ng.optimizers.NGOpt(parametrization=param, budget=40).minimize(replay)
+    np.testing.assert_array_equal(ours, np.asarray(replayed))
+    np.testing.assert_array_equal(comp.weights, recommendation.value)
+
+    ref_w, ref_evaluated, ref_values = _reference(base, cands, target, shots).search(budget=40, seed=3)
+    np.testing.assert_allclose(ours[:20], np.asarray(ref_evaluated)[:20], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(comp.trace[:20], ref_values[:20], rtol=0, atol=1e-5)
+    assert abs(comp.diagnostics["final_objective"] - min(ref_values)) < 1e-3
+
+
+def test_paper_defaults():
+    s = LorahubSettings()
+    assert (s.budget, s.optimizer, s.formula, s.loss, s.result, s.bound, s.l1, s.population, s.max_length) == \
+        (40, "NGOpt", "lorahub", "lorahub", "recommendation", 1.5, 0.05, 1, 2048)
+
+
+def test_population_keeps_the_named_algorithm(tiny_llama, tiny_pool, target):
+    task, shots = target
+    cands = [Candidate(s, tiny_pool[s], AdapterCard.read(tiny_pool[s])) for s in ("add", "count_items", "uppercase")]
+    with pytest.raises(CompositionError, match=r"population 4 would make optimizer 'NGOpt' run MetaModel instead"):
+        compose("lorahub", tiny_llama, cands, task, shots, {"population": 4})
+    one = compose("lorahub", tiny_llama, cands, task, shots, {"optimizer": "CMA", "budget": 8})
+    four = compose("lorahub", tiny_llama, cands, task, shots, {"optimizer": "CMA", "budget": 8, "population": 4})
+    assert one.diagnostics["algorithm"] == four.diagnostics["algorithm"] and "CMA" in one.diagnostics["algorithm"]
