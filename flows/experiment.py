@@ -19,6 +19,7 @@ from flows._common import resolve_config, resolve_pool_file, task_runner
 from flows.compose_and_evaluate import compose_and_evaluate
 from flows.train_pool import train_pool
 from lorasoup_core.experiment import ExperimentResult
+from lorasoup_core.experiment.results import seed_summary
 from lorasoup_core.models.cache import BaseRef
 from lorasoup_core.registry import use_storage
 from lorasoup_core.settings import get_settings
@@ -58,8 +59,8 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
                                      cfg.tracking.tracking_uri, run_id), cfg.seed).version
         results = [
             _subflow(remote, "compose-and-evaluate/compose-and-evaluate", compose_and_evaluate, config=as_dict,
-                     target_index=i, parent_run_id=run_id, datamix=datamix)
-            for i in range(len(cfg.targets))
+                     target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
+            for i in range(len(cfg.targets)) for seed in cfg.run_seeds
         ]
         table, artifact = publish_report(cfg, run_id, results, pool)
     except BaseException:
@@ -68,8 +69,7 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
     finish_experiment_run(cfg, run_id)
     print(table)
     return ExperimentResult(cfg.experiment_name, run_id, cfg.tracking.tracking_uri or get_settings().tracking_uri,
-                            artifact.uri, table, [r for res in results for r in res.rows], pool.trained,
-                            pool.skipped, results)
+                            artifact.uri, table, seed_summary(results)[0], pool.trained, pool.skipped, results)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,17 @@ PARENT_TAG = "mlflow.parentRunId"
 @dataclass(frozen=True)
 class RunContext:
     """Where a step logs: the MLflow experiment, the tracking URI (None: the environment's) and the parent
-    run its runs nest under. Never part of a cache key: it says where results are logged, not what they are."""
+    run its runs nest under."""
 
     experiment: str
     tracking_uri: str | None = None
     parent_run_id: str | None = None
 
-    def cache_identity(self) -> None:
-        return None
+    def cache_identity(self) -> list[str]:
+        """Where a cached result's references point: the tracking store its run ids live in and the local
+        home its files were written under (never the parent run: a re-run must find the cached result)."""
+        settings = get_settings()
+        return [self.tracking_uri or settings.tracking_uri, str(settings.home)]
 
     def under(self, parent_run_id: str | None) -> RunContext:
         return RunContext(self.experiment, self.tracking_uri, parent_run_id)

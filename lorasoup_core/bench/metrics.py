@@ -155,6 +155,23 @@ def bootstrap_ci(
     return _interval(float(values.mean()), means, alpha)
 
 
+def seeds_bootstrap_ci(
+    per_seed: Sequence[Sequence[float]], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean over seeds of each seed's mean score, with a two-level bootstrap:
+    resample the seeds, then each drawn seed's examples, so the interval carries the variance of both
+    (one seed: the plain example bootstrap)."""
+    if not per_seed:
+        raise ValueError("seeds_bootstrap_ci: no seeds")
+    runs = [_as_scores(s, "seeds_bootstrap_ci") for s in per_seed]
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(n_boot)
+    picks = rng.integers(0, len(runs), size=(n_boot, len(runs)))
+    for b in range(n_boot):
+        boot[b] = np.mean([rng.choice(runs[i], size=runs[i].size).mean() for i in picks[b]])
+    return _interval(float(np.mean([r.mean() for r in runs])), boot, alpha)
+
+
 def macro_average(
     per_task: Mapping[str, Sequence[float]], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float, float]:

@@ -85,7 +85,7 @@ def load_task(spec: TaskSpec | dict | str) -> Task:
     """Load and check a task from any registered source."""
     s = parse_spec(spec)
     task = get_source(s.source)(s)
-    if s.template:
+    if s.template and "{description}" not in s.template:  # a source that knows descriptions filled them in
         task.template = s.template
     if s.metric:
         task.metric = s.metric

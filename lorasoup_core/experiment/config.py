@@ -57,6 +57,7 @@ class EvalConfig(StrictModel):
     k_shot: int = Field(3, ge=1, description="Demonstrations in the ICL baseline's prompt.")
     batch_size: int = Field(16, ge=1, description="Generation batch size.")
     baselines: list[Baseline] = Field(["zero-shot", "icl"], description="Baselines evaluated beside the composers.")
+    max_new_tokens: int = Field(16, ge=1, description="Greedy generation budget per example (LoraHub's: 256).")
 
 
 class MethodVariant(StrictModel):
@@ -83,6 +84,9 @@ class ExperimentConfig(PoolFile):
 
     name: str = Field(description="Experiment name: the MLflow experiment and the store prefix for reports.")
     seed: int = Field(0, description="Seed for shot sampling, random filters, searches, CAT init and pruning.")
+    seeds: list[int] = Field(default_factory=list, description="Repeat every (target, method) once per seed (the "
+                             "shots, the random filter's draw, searches and CAT's init vary with it) and report the "
+                             "mean over seeds and the best seed, as LoraHub's protocol does (5 seeds); empty: `seed`.")
     targets: list[TargetConfig] = Field(description="Target tasks to compose for.")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     methods: list[str] = Field(["lorahub", "cat", "uniform", "centroid"], description="Composers to run, by "
@@ -130,6 +134,10 @@ class ExperimentConfig(PoolFile):
             raise ValueError(f"variants not listed in `methods`: {', '.join(unused)}")
         self.compose = {c: settings_for(c, self.compose.get(c)) for c in sorted(composers)}
         return self
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return list(self.seeds) or [self.seed]
 
     def composer_of(self, name: str) -> str:
         """The composer behind a name in `methods` (itself, or a variant's)."""

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from lorasoup_core import tracking
 from lorasoup_core.experiment.config import ExperimentConfig
-from lorasoup_core.experiment.results import TargetResult
+from lorasoup_core.experiment.results import TargetResult, seed_summary
 from lorasoup_core.fingerprint import sha256_json
 from lorasoup_core.pool import PoolResult
 from lorasoup_core.registry import use_storage
-from lorasoup_core.reporting import result_figures
+from lorasoup_core.reporting import markdown_table, result_figures
 from lorasoup_core.storage import Artifact, open_store
 
 
@@ -38,32 +38,41 @@ def tag_data_fingerprints(cfg: ExperimentConfig, run_id: str, pool: PoolResult) 
                       cfg.tracking.tracking_uri)
 
 
+def _cell(res: TargetResult, seeds: list[int]) -> str:
+    return res.target if len(seeds) == 1 else f"{res.target}@{res.seed}"
+
+
 def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResult], pool: PoolResult
                    ) -> tuple[str, Artifact]:
     """Log the table and plots to MLflow and publish the same report to the artifact store; returns the
-    markdown table and the published artifact."""
+    markdown report (the table; with several seeds the mean over seeds, then the best seed) and the artifact."""
     import matplotlib.pyplot as plt
 
     use_storage(cfg.storage)
-    rows = [r for res in results for r in res.rows]
+    rows, best = seed_summary(results)
     weights = {k: v for res in results for k, v in res.weights.items()}
     traces = {k: v for res in results for k, v in res.traces.items()}
     table = tracking.log_results(run_id, rows, weights=weights, traces=traces, tracking_uri=cfg.tracking.tracking_uri)
-    doc = {"rows": [r.to_dict() for r in rows], "weights": weights, "traces": traces,
+    seeds = cfg.run_seeds
+    text = table if len(seeds) == 1 else (f"Mean over seeds {seeds} (95% intervals over seeds and examples)\n\n"
+                                          f"{table}\n\nBest seed\n\n{markdown_table(best)}")
+    doc = {"rows": [r.to_dict() for r in rows], "seeds": seeds,
+           "rows_per_seed": [{**r.to_dict(), "seed": res.seed} for res in results for r in res.rows],
+           "best_seed_rows": [r.to_dict() for r in best], "weights": weights, "traces": traces,
            "pool": {"trained": pool.trained, "skipped": pool.skipped},
-           "throughput": {res.target: res.throughput for res in results},
-           "selection": {res.target: res.selection for res in results},
-           "adapters": {res.target: {m: asdict(v) for m, v in res.adapters.items()} for res in results}}
+           "throughput": {_cell(res, seeds): res.throughput for res in results},
+           "selection": {_cell(res, seeds): res.selection for res in results},
+           "adapters": {_cell(res, seeds): {m: asdict(v) for m, v in res.adapters.items()} for res in results}}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        (out / "results.md").write_text(table + "\n")
+        (out / "results.md").write_text(text + "\n")
         (out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
         for name, fig in result_figures(rows, weights, traces).items():
             fig.savefig(out / name, dpi=120, bbox_inches="tight")
             plt.close(fig)
         artifact = open_store(cfg.storage.uri).publish(out, f"reports/{cfg.name}/{run_id}",
                                                        metadata={"run_id": run_id, "experiment": cfg.experiment_name})
-    return table, artifact
+    return text, artifact
 
 
 def finish_experiment_run(cfg: ExperimentConfig, run_id: str, failed: bool = False) -> None:

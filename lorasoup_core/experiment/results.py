@@ -15,11 +15,33 @@ class TargetResult:
     target: str
     data_fingerprint: str
     rows: list[ResultRow]  # one per method and baseline: score with its 95% interval
+    seed: int = 0
+    scores: dict[str, list[float]] = field(default_factory=dict)  # method -> per-example main-metric scores
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> examples/s, tokens ...
     weights: dict[str, dict[str, float]] = field(default_factory=dict)  # "target/method" -> adapter -> weight
     traces: dict[str, list[float]] = field(default_factory=dict)  # "target/method" -> objective per evaluation
     selection: dict[str, float] = field(default_factory=dict)  # candidate -> its filter score
     adapters: dict[str, AdapterVersion] = field(default_factory=dict)  # method -> registered composed adapter
+
+
+def seed_summary(results: list[TargetResult]) -> tuple[list[ResultRow], list[ResultRow]]:
+    """(mean over seeds, best seed) per (task, method). The mean's interval resamples seeds and examples
+    (`seeds_bootstrap_ci`); with one seed per cell the rows are the evaluation's own, unchanged."""
+    from lorasoup_core.bench.metrics import seeds_bootstrap_ci
+
+    cells: dict[tuple[str, str], list[tuple[ResultRow, list[float]]]] = {}
+    for res in results:
+        for row in res.rows:
+            cells.setdefault((row.task, row.method), []).append((row, res.scores.get(row.method, [])))
+    mean, best = [], []
+    for (task, method), runs in cells.items():
+        best.append(max((r for r, _ in runs), key=lambda r: r.score))
+        if len(runs) == 1 or not all(scores for _, scores in runs):
+            mean.append(runs[0][0])
+            continue
+        m, low, high = seeds_bootstrap_ci([scores for _, scores in runs])
+        mean.append(ResultRow(task, method, m, low, high, sum(r.n for r, _ in runs)))
+    return mean, best
 
 
 @dataclass

@@ -184,8 +184,12 @@ class AdapterRegistry:
             if not self._referenced(artifact.uri):
                 self.store.delete(key)
             raise
-        if run_id:  # link back from the training run to its version
-            self.client.set_tag(run_id, "lorasoup.model_version", f"{name}/{mv.version}")
+        if run_id:  # link back from the training run to its version (a run of another store: no link)
+            try:
+                self.client.set_tag(run_id, "lorasoup.model_version", f"{name}/{mv.version}")
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
         return self.get(f"{name}/{mv.version}")
 
     def _referenced(self, uri: str) -> bool:

@@ -52,3 +52,21 @@ def test_misspelt_override_fails_the_flows_before_anything_runs(tmp_path, prefec
         with pytest.raises(ConfigError, match=r"overrides\.add\.stepz: Extra inputs are not permitted"):
             flow(config=str(path))
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "store").exists()
+
+
+def test_seeds_repeat_every_cell_and_report_mean_and_best(tmp_path, prefect_api):
+    """LoraHub's protocol as an experiment option: every (target, method) once per seed, shots drawn per
+    seed; the table is the mean over seeds (n counts every scored example), then the best seed."""
+    from flows.experiment import experiment
+
+    cfg = _small(tmp_path, name="two-seeds")
+    cfg["seeds"] = [0, 1]
+    cfg["selection"] = {"filters": ["random"], "k": 2}
+    result = experiment(config=str(write_config(tmp_path, cfg)))
+    assert sorted(r.seed for r in result.targets) == [0, 1]
+    per_seed = {r.seed: {row.method: row for row in r.rows} for r in result.targets}
+    for row in result.rows:
+        runs = [per_seed[s][row.method] for s in (0, 1)]
+        assert row.n == sum(r.n for r in runs) and row.score == pytest.approx(sum(r.score for r in runs) / 2)
+        assert row.ci_low <= row.score <= row.ci_high
+    assert "Best seed" in result.table and "Mean over seeds [0, 1]" in result.table

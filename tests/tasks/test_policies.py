@@ -31,10 +31,19 @@ def _params(**changes):
     return {**params, **changes}
 
 
-def test_where_results_are_logged_or_stored_is_no_part_of_the_key():
+def test_the_key_follows_what_a_cached_result_refers_to(monkeypatch):
+    """A composition's cached result names an MLflow run and a local directory: another tracking store or
+    another LORASOUP_HOME must not reuse it; another parent run or experiment name (a re-run) must."""
     key = typed_inputs_key(CONTEXT, _params())
     assert key.startswith("lorasoup-compose_adapter-")
-    assert typed_inputs_key(CONTEXT, _params(run=RunContext("other", None, "parent-2"))) == key
+    assert typed_inputs_key(CONTEXT, _params(run=RunContext("other", "sqlite:///a.db", "parent-2"))) == key
+    assert typed_inputs_key(CONTEXT, _params(run=RunContext("exp", "sqlite:///b.db", "parent-1"))) != key
+    monkeypatch.setenv("LORASOUP_HOME", "/elsewhere")
+    assert typed_inputs_key(CONTEXT, _params()) != key
+
+
+def test_where_artifacts_are_stored_is_no_part_of_the_key():
+    key = typed_inputs_key(CONTEXT, _params())
     assert typed_inputs_key(CONTEXT, _params(storage=StorageConfig(uri="s3://b/p", s3_endpoint_url="http://x"))) == key
     # aliases and tags of a version move over time; its files do not
     assert typed_inputs_key(CONTEXT, _params(adapter=_version(aliases=["champion"], tags={"a": "b"}))) == key

@@ -15,8 +15,11 @@ from lorasoup_core.data.sources.reading import Row, examples, read_rows, read_te
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec, data_dir
 from lorasoup_core.data.task import DataError, Task
 
-# LoraHub's zero-shot BBH format: the input, then the answer.
+# The default zero-shot format: the input, then the answer. A template may also name the task's
+# description ({description}: the first line of its official prompt file), e.g. the official BBH layout
+# without exemplars, "{description}\n\nQ: {input}\nA:" (DESCRIBED_TEMPLATE).
 TEMPLATE = "{input}\nAnswer:"
+DESCRIBED_TEMPLATE = "{description}\n\nQ: {input}\nA:"
 N_TRAIN, N_VALIDATION = 5, 0
 
 
@@ -64,7 +67,15 @@ def bbh(spec: TaskSpec) -> Task:
         rows, source = read_rows(path, "examples"), str(path)
     train, val, test = split(examples(rows), spec.seed, spec.n_train, spec.n_validation, spec.n_test,
                              N_TRAIN, N_VALIDATION)
-    return Task(spec.name, train, val, test, template=TEMPLATE, metric="bbh", source=source)
+    template = spec.template or TEMPLATE
+    if "{description}" in template:
+        template = template.replace("{description}", bbh_description(spec.name, spec.path))
+    return Task(spec.name, train, val, test, template=template, metric="bbh", source=source)
+
+
+def bbh_description(task: str, path: str | None = None) -> str:
+    """The task's one-line description: the first line of its official prompt file."""
+    return bbh_cot_prompt(task, path).split("\n", 1)[0].strip()
 
 
 def bbh_cot_prompt(task: str, path: str | None = None) -> str:

@@ -44,3 +44,13 @@ def test_unknown_metric_and_misaligned_inputs_fail_clearly():
     with pytest.raises(ValueError, match="2 predictions for 1 targets"):
         score_all("exact_match", ["a", "b"], ["a"])
     assert {"exact_match", "bbh", "gsm8k", "pal", "last_number"} <= set(METRICS.names())
+
+
+def test_seeds_bootstrap_carries_the_variance_between_seeds():
+    from lorasoup_core.bench.metrics import seeds_bootstrap_ci
+
+    mean, low, high = seeds_bootstrap_ci([[1.0] * 20, [0.0] * 20])  # two seeds that disagree completely
+    assert mean == 0.5 and low == 0.0 and high == 1.0
+    mean, low, high = seeds_bootstrap_ci([[1.0, 0.0] * 10, [1.0, 0.0] * 10, [0.0, 1.0] * 10])  # agreeing seeds
+    assert mean == 0.5 and 0.2 < low < 0.5 < high < 0.8
+    assert seeds_bootstrap_ci([[1.0, 0.0, 1.0]])[0] == pytest.approx(2 / 3)

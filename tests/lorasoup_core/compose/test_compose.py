@@ -175,3 +175,25 @@ def test_compose_cli_builds_settings_from_the_method_class():
     assert bad.exit_code == 2 and "method 'cat': budget" in bad.output, bad.output
     bad = runner.invoke(app, ["compose", "--target", "skills:add", "--set", "budget"])
     assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output, bad.output
+
+
+def test_named_variants_of_a_method():
+    from pydantic import ValidationError
+
+    from lorasoup_core.experiment import ExperimentConfig
+
+    cfg = {"name": "x", "pool": {"tasks": ["skills:add"]}, "targets": [{"task": "skills:count_then_add"}],
+           "methods": ["lorahub", "lorahub-exact"], "compose": {"lorahub": {"budget": 7}},
+           "variants": {"lorahub-exact": {"method": "lorahub", "settings": {"formula": "exact"}}}}
+    loaded = ExperimentConfig.model_validate(cfg)
+    assert loaded.composer_of("lorahub-exact") == "lorahub" and loaded.settings("lorahub-exact").formula == "exact"
+    assert loaded.settings("lorahub").formula == "lorahub" and loaded.settings("lorahub").budget == 7
+    assert ExperimentConfig.model_validate(loaded.model_dump(mode="json")) == loaded  # what MLflow params hold
+    for change, message in (({"variants": {"lorahub-exact": {"method": "lorahub", "settings": {"formulaa": 1}}}},
+                             "method 'lorahub': formulaa"),
+                            ({"variants": {"ties": {"method": "lorahub"}}, "methods": ["ties"]},
+                             "ties is a composer's own name"),
+                            ({"methods": ["lorahub"]}, "variants not listed in `methods`: lorahub-exact"),
+                            ({"methods": ["lorahub", "nope"]}, "unknown composer 'nope'")):
+        with pytest.raises(ValidationError, match=message):
+            ExperimentConfig.model_validate({**cfg, **change})

@@ -203,3 +203,15 @@ def test_unknown_names_are_listed(shared_data):
     with pytest.raises(DataError, match="cannot list its tasks"):
         list_tasks("hf")
     assert {"bbh", "skills", "gsm8k", "gsm-hard", "codealpaca", "json", "jsonl", "hf"} <= set(SOURCES.names())
+
+
+def test_bbh_template_with_the_task_description(shared_data):
+    """The official BBH layout without exemplars: the task's description, then Q:/A:."""
+    from lorasoup_core.data.sources.bbh import DESCRIBED_TEMPLATE
+
+    task = load_task({"source": "bbh", "name": "navigate", "template": DESCRIBED_TEMPLATE})
+    prompt = task.prompt(task.test[0])
+    assert prompt.startswith("Given a series of navigation instructions, determine whether one would end up back "
+                             "at the starting point.\n\nQ: If you follow these instructions")
+    assert prompt.endswith("\nA:") and "{" not in prompt
+    assert load_task("bbh:navigate").prompt("x") == "x\nAnswer:"
