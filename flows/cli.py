@@ -4,9 +4,16 @@ Registered on the `lorasoup` CLI through the `lorasoup.commands` entry point."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
+
+
+def _prefect_defaults() -> None:
+    """Prefect's ephemeral API migrates a new database at its first start, which can take longer than
+    Prefect's 20 s default on 2 busy cores; an explicit setting still wins."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def register(app: typer.Typer) -> None:
@@ -16,6 +23,7 @@ def register(app: typer.Typer) -> None:
         remote: bool = typer.Option(False, help="Run training/composition as deployments on the GPU work pool."),
     ) -> None:
         """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
+        _prefect_defaults()
         from flows.experiment import experiment
 
         result = experiment(config=str(config), remote=remote)
@@ -28,6 +36,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML whose pool is retrained."),
     ) -> None:
         """Retrain adapters whose data or config changed and re-run dependent experiments."""
+        _prefect_defaults()
         from flows.retrain_pool import retrain_pool
 
         result = retrain_pool(config=str(config))
