@@ -1,7 +1,7 @@
 """Cost of one LoraHub objective evaluation against a plain forward of base + one LoRA.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compose_step.py --model tiny-llama --candidates 20 --json
-    .venv/bin/python benchmarks/compose_step.py --model smollm2-135m --candidates 20 --population 4 --json
+    .venv/bin/python benchmarks/compose_step.py --model smollm2-135m --candidates 20 --population 4 --optimizer CMA --json
     .venv/bin/python benchmarks/compose_step.py --model tiny-llama --candidates 20 --pool 200 --json
 
 A pool of `--pool` adapters with random factors (PEFT, init_lora_weights=False) is written to a temp
