@@ -81,7 +81,7 @@ def reference_run(base_dir: Path, adapters: list[Path], prompts, targets, budget
             "evaluated": np.asarray(evaluated), "values": np.asarray(values)}
 
 
-def preset_run(base_dir: Path, adapters: list[Path], task, shots, budget: int, seed: int):
+def preset_run(base_dir: Path, adapters: list[Path], task, shots, budget: int, seed: int, mode: str = "auto"):
     from lorasoup_core.compose import Stack
     from lorasoup_core.compose.lorahub import LorahubSettings, Objective
 
@@ -89,11 +89,12 @@ def preset_run(base_dir: Path, adapters: list[Path], task, shots, budget: int, s
     base = load_model(str(base_dir), device="cpu", dtype="float32")
     loaded = time.perf_counter()
     cands = [Candidate(p.name, p) for p in adapters]
-    comp = compose("lorahub", base, cands, task, shots, {"budget": budget}, seed=seed)
+    comp = compose("lorahub", base, cands, task, shots, {"budget": budget, "engine_mode": mode}, seed=seed)
     seconds = time.perf_counter() - start
     return {"s": seconds, "load_s": loaded - start, "objective": comp.diagnostics["final_objective"],
             "weights": np.asarray(comp.weights), "evaluated": np.asarray(comp.diagnostics["evaluated"]),
-            "at": lambda w: Objective(base, Stack(base, cands), task, shots, LorahubSettings()).__enter__()(w)}
+            "at": lambda w: Objective(base, Stack(base, cands), task, shots,
+                                      LorahubSettings(engine_mode=mode)).__enter__()(w)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--task", default="skills:sort_words")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine-mode", default="auto", choices=["auto", "dense", "lowrank"],
+                    help="how the preset applies a composition (lowrank adds x A^T B^T as PEFT's layers do)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
@@ -119,13 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
         adapters = write_model_and_adapters(root, args.d_model, args.layers, args.candidates, args.rank)
         preset_run(root / "base", adapters[:2], task, shots, 2, args.seed)  # warm-up: imports, kernels
         ref = reference_run(root / "base", adapters, prompts, targets, args.budget, args.seed)
-        ours = preset_run(root / "base", adapters, task, shots, args.budget, args.seed)
+        ours = preset_run(root / "base", adapters, task, shots, args.budget, args.seed, args.engine_mode)
         # the two objectives at the reference's own evaluated points (one batched call)
         at_ref_points = ours["at"](ref["evaluated"])
     first_split = int(np.argmax(np.abs(ref["evaluated"] - ours["evaluated"]).max(1) > 1e-6))
     result = {
         "d_model": args.d_model, "layers": args.layers, "candidates": args.candidates, "rank": args.rank,
         "budget": args.budget, "shots": args.shots, "threads": torch.get_num_threads(),
+        "engine_mode": args.engine_mode,
         "reference_s": round(ref["s"], 3), "preset_s": round(ours["s"], 3), "speedup": round(ref["s"] / ours["s"], 2),
         "reference_load_s": round(ref["load_s"], 3), "preset_load_s": round(ours["load_s"], 3),
         "reference_search_s": round(ref["s"] - ref["load_s"], 3), "preset_search_s": round(ours["s"] - ours["load_s"], 3),
