@@ -30,11 +30,8 @@ def resolve_config(config: str | dict[str, Any] | ExperimentConfig) -> Experimen
 
 def resolve_pool_file(config: str | dict[str, Any] | PoolFile) -> PoolFile:
     """A pool file or an experiment config (its pool, trained under its experiment) as a PoolFile."""
-    if isinstance(config, ExperimentConfig):
-        return PoolFile(model=config.model, storage=config.storage, pool=config.pool,
-                        tracking=config.tracking.model_copy(update={"experiment": config.experiment_name}))
-    if isinstance(config, PoolFile):
-        return config
+    if isinstance(config, PoolFile):  # an ExperimentConfig is one too
+        return config.pool_file()
     if isinstance(config, dict):
         return resolve_pool_file(ExperimentConfig.model_validate(config) if "targets" in config
                                  else PoolFile.model_validate(config))

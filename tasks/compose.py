@@ -18,7 +18,7 @@ from lorasoup_core.config import StorageConfig
 from lorasoup_core.data import Example, Task, TaskSpec, load_task
 from lorasoup_core.experiment import EvalConfig, SelectionConfig
 from lorasoup_core.models.cache import BaseRef
-from lorasoup_core.pool import PoolConfig, register_adapter
+from lorasoup_core.pool import PoolConfig, register_adapter, training_data
 from lorasoup_core.pool import pool_candidates as _pool_candidates
 from lorasoup_core.registry import AdapterVersion, open_registry, use_storage
 from lorasoup_core.selection import FilterSpec, Selection
@@ -36,8 +36,7 @@ def load_target(spec: TaskSpec | str) -> Task:
 @task(task_run_name="candidate-data", cache_policy=NONE)
 def candidate_data(pool: PoolConfig, names: list[str]) -> dict[str, Task]:
     """The training tasks of the named pool candidates (what CAT trains its coefficients on)."""
-    by_name = dict(zip(pool.task_names, pool.tasks, strict=True))
-    return {n: load_task(by_name[n]) for n in names if n in by_name}
+    return training_data(pool, names)
 
 
 @task(task_run_name="shots-{target.name}", cache_policy=NONE)

@@ -72,11 +72,9 @@ def compose_cmd(
         typer.echo(f"selection: {line}")
     train_data = {}
     if config:
-        from lorasoup_core.pool import load_pool_file
+        from lorasoup_core.pool import load_pool_file, training_data
 
-        pool = load_pool_file(config).pool
-        specs = dict(zip(pool.task_names, pool.tasks, strict=True))
-        train_data = {c.name: load_task(specs[c.name]) for c in sel.candidates if c.name in specs}
+        train_data = training_data(load_pool_file(config).pool, [c.name for c in sel.candidates])
     try:
         composed = compose_for_target(base, sel.candidates, task, fit, method, settings,
                                       RunContext(f"compose-{task.name}"), seed=seed, train_data=train_data)

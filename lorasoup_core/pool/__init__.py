@@ -15,10 +15,12 @@ from lorasoup_core.pool.ensure import (
     load_pool_tasks,
     plan_pool,
     register_adapter,
+    training_data,
 )
 from lorasoup_core.pool.importer import AdapterMismatch, ImportReport, check_adapter, import_adapters
 
 __all__ = ["DEFAULT_EXPERIMENT", "AdapterMismatch", "EnsuredAdapter", "ImportReport", "PlannedAdapter", "PoolConfig",
            "PoolFile", "PoolPlan", "PoolResult", "as_candidates", "check_adapter", "datamix_task", "ensure_adapter",
            "ensure_datamix", "ensure_pool", "import_adapters", "load_pool_file", "load_pool_tasks", "plan_pool",
-           "pool_candidates", "pool_versions", "register_adapter"]
+           "pool_candidates", "pool_versions", "register_adapter",
+           "training_data"]

@@ -14,7 +14,6 @@ from pydantic import Field, ValidationError, model_validator
 
 from lorasoup_core.adapters import TrainingConfig
 from lorasoup_core.config import (
-    ConfigError,
     ModelConfig,
     StorageConfig,
     StrictModel,
@@ -89,6 +88,11 @@ class PoolFile(StrictModel):
     def experiment_name(self) -> str:
         return self.tracking.experiment or DEFAULT_EXPERIMENT
 
+    def pool_file(self) -> PoolFile:
+        """Just the pool part (of an experiment too), its training runs logged under this experiment name."""
+        tracking = self.tracking.model_copy(update={"experiment": self.experiment_name})
+        return PoolFile(model=self.model, storage=self.storage, tracking=tracking, pool=self.pool)
+
 
 def load_pool_file(path: str | Path) -> PoolFile:
     """A pool YAML, or an experiment YAML (validated whole) whose pool is trained under its experiment."""
@@ -97,9 +101,4 @@ def load_pool_file(path: str | Path) -> PoolFile:
         return load_config(path, PoolFile)
     from lorasoup_core.experiment import ExperimentConfig
 
-    exp = load_config(path, ExperimentConfig)
-    tracking = exp.tracking.model_copy(update={"experiment": exp.experiment_name})
-    try:
-        return PoolFile(model=exp.model, storage=exp.storage, tracking=tracking, pool=exp.pool)
-    except ValidationError as err:  # cannot happen for a valid experiment; kept for a clear message
-        raise ConfigError(f"{path}: {err}") from None
+    return load_config(path, ExperimentConfig).pool_file()

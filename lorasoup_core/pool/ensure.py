@@ -83,6 +83,12 @@ def load_pool_tasks(pool: PoolConfig) -> list[Task]:
     return [load_task(spec) for spec in pool.tasks]
 
 
+def training_data(pool: PoolConfig, names: list[str]) -> dict[str, Task]:
+    """The training tasks of the named pool tasks (what CAT trains on); names not in the pool are left out."""
+    specs = dict(zip(pool.task_names, pool.tasks, strict=True))
+    return {n: load_task(specs[n]) for n in names if n in specs}
+
+
 def plan_pool(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry) -> PoolPlan:
     """Which of the pool's adapters the registry has, and which must be trained."""
     planned = []
