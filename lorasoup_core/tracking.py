@@ -49,14 +49,25 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment's artifacts go when the tracking store is a local database: beside that
+    database (`<db>-artifacts/`), never `./mlruns` of whatever directory the command runs in, and never
+    shared by two databases. A tracking server decides for itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
+    return db.with_name(f"{db.stem}-artifacts").resolve().as_uri()
+
+
 def experiment_id(name: str, tracking_uri: str | None = None, artifact_location: str | None = None) -> str:
     """The id of the named experiment, created when missing (one experiment per config)."""
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    location = artifact_location or default_artifact_location(c.tracking_uri)
     try:
-        return c.create_experiment(name, artifact_location=artifact_location)
+        return c.create_experiment(name, artifact_location=location)
     except Exception:  # created concurrently by another worker
         exp = c.get_experiment_by_name(name)
         if exp is None:
