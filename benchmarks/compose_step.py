@@ -36,8 +36,9 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def write_pool(base, n: int, rank: int, out: Path) -> list[Candidate]:
-    """n adapters with random factors, through one PEFT model (re-randomised and saved n times)."""
+def write_pool(base, n: int, rank: int, out: Path, scale: float = 0.5) -> list[Candidate]:
+    """n adapters with random factors (std `scale`/sqrt(fan-in)), through one PEFT model (re-randomised and
+    saved n times)."""
     from peft import LoraConfig, get_peft_model
 
     targets = ["q", "v"] if base.kind == "seq2seq" else ["q_proj", "v_proj"]
@@ -49,7 +50,7 @@ def write_pool(base, n: int, rank: int, out: Path) -> list[Candidate]:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[-1] ** -0.5) * 0.5)
+                    p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[-1] ** -0.5) * scale)
         path = out / f"adapter{i:03d}"
         model.save_pretrained(str(path))
         cands.append(Candidate(f"adapter{i:03d}", path))

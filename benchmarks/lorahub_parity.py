@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _report import emit  # benchmarks/ is on sys.path when a script runs
+from compose_step import write_pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference lives beside the tests
 
@@ -41,7 +42,6 @@ from tests.lorasoup_core.compose.lorahub_reference import ReferenceLoraHub  # no
 
 
 def write_model_and_adapters(root: Path, d_model: int, layers: int, n: int, rank: int) -> list[Path]:
-    from peft import LoraConfig, get_peft_model
     from transformers import ByT5Tokenizer, T5Config, T5ForConditionalGeneration
 
     tok = ByT5Tokenizer()
@@ -49,21 +49,10 @@ def write_model_and_adapters(root: Path, d_model: int, layers: int, n: int, rank
                       num_layers=layers, num_decoder_layers=layers, pad_token_id=tok.pad_token_id,
                       eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(config)
-    model.save_pretrained(root / "base")
+    T5ForConditionalGeneration(config).save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
-    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q", "v"],
-                                            init_lora_weights=False))
-    gen = torch.Generator().manual_seed(0)
-    dirs = []
-    for i in range(n):
-        with torch.no_grad():
-            for name, p in peft.named_parameters():
-                if "lora_" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[-1] ** -0.5) * 0.3)
-        dirs.append(root / f"adapter{i:02d}")
-        peft.save_pretrained(str(dirs[-1]))
-    return dirs
+    base = load_model(str(root / "base"), device="cpu", dtype="float32")
+    return [c.path for c in write_pool(base, n, rank, root, scale=0.3)]
 
 
 def reference_run(base_dir: Path, adapters: list[Path], prompts, targets, budget: int, seed: int):

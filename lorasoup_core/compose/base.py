@@ -71,10 +71,6 @@ class ComposerSpec:
     settings: type[ComposerSettings]
     needs_train_data: bool = False  # trains on the candidates' own data (Inputs.train_data)
 
-    @property
-    def summary(self) -> str:
-        return (self.fn.__doc__ or "").strip().split("\n")[0]
-
 
 COMPOSERS: Registry[ComposerSpec] = Registry("composer")
 

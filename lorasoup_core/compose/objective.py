@@ -98,17 +98,16 @@ class FewShot:
     def _choose_path(self) -> None:
         """Head-only when it reproduces the full forward's per-example losses on the shots, else full."""
         with torch.inference_mode():
-            self.path = "full"
-            full = self._sums(1)[0] / self._chunk_counts()
+            counts = self._chunk_counts()
+            full = self._sums(1, "full")[0] / counts
             try:
-                self.path = "head"
-                head = self._sums(1)[0] / self._chunk_counts()
+                head = self._sums(1, "head")[0] / counts
             except Exception as err:  # e.g. a seq2seq family without T5's _shift_right
                 self.path, self.path_reason = "full", f"head-only forward failed: {type(err).__name__}: {err}"
             else:
                 tol = 1e-4 if self.base.dtype == torch.float32 else 2e-2
                 if torch.allclose(head, full, rtol=tol, atol=tol):
-                    self.path_reason = "head-only losses equal the full forward's"
+                    self.path, self.path_reason = "head", "head-only losses equal the full forward's"
                 else:
                     diff = float((head - full).abs().max())
                     self.path, self.path_reason = "full", f"head-only losses differ from the full forward's by {diff:.3g}"
@@ -119,12 +118,13 @@ class FewShot:
     def _chunk_counts(self) -> torch.Tensor:
         return torch.cat([self._chunk(j, 1)["counts"] for j in range(len(self.chunks))])
 
-    def _sums(self, population: int) -> torch.Tensor:
+    def _sums(self, population: int, path: str | None = None) -> torch.Tensor:
         """[population, n_shots] summed target-token cross-entropies; row p under composition p."""
         out = []
+        logits_at = self._head_logits if (path or self.path) == "head" else self._full_logits
         for j in range(len(self.chunks)):
             b = self._chunk(j, population)
-            logits = (self._head_logits(b) if self.path == "head" else self._full_logits(b)).float()
+            logits = logits_at(b).float()
             tok = torch.nn.functional.cross_entropy(logits, b["targets"], reduction="none")
             sums = torch.zeros(b["mask"].shape[0], device=tok.device, dtype=tok.dtype).index_add_(0, b["row"], tok)
             out.append(sums.view(population, -1))

@@ -10,7 +10,7 @@ from typing import Any
 from lorasoup_core import tracking
 from lorasoup_core.compose import Candidate, ComposerSettings, compose, export_peft, settings_for
 from lorasoup_core.data import Example, Task
-from lorasoup_core.fingerprint import sha256_json
+from lorasoup_core.fingerprint import cache_key
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.settings import get_settings
 from lorasoup_core.tracking import RunContext
@@ -37,9 +37,7 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
     directory named by everything the result depends on); `label` names a method variant."""
     settings = settings_for(method, settings)
     label = label or method
-    key = sha256_json([base.fingerprint, target.fingerprint, [[s.input, s.target] for s in shots],
-                       [c.version or c.name for c in candidates], method, settings.model_dump(mode="json"), seed,
-                       {n: t.fingerprint for n, t in sorted((train_data or {}).items())}])
+    key = cache_key(base.fingerprint, target, shots, candidates, method, settings, seed, train_data or {})
     out = Path(out_dir) if out_dir else get_settings().home / "work" / "composed" / f"{target.name}-{label}-{key[:12]}"
     tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": label,
             "lorasoup.composer": method}
