@@ -10,6 +10,8 @@ the recommendation.
 
 from __future__ import annotations
 
+import time
+
 import nevergrad as ng
 import numpy as np
 import torch
@@ -27,15 +29,20 @@ class ReferenceLoraHub:
         for d, sd in zip(adapter_dirs, self.cache, strict=True):
             assert sd.keys() == keys and all(sd[k].shape == self.cache[0][k].shape for k in keys), d
         self.batch, self.n = batch, n_examples
+        self.rebuild_s = self.forward_s = 0.0  # cumulative: state-dict rebuild + load, and the forward
 
     def objective(self, weights) -> float:
         from peft.utils import set_peft_model_state_dict
 
+        start = time.perf_counter()
         weights = [float(w) for w in weights]
         state = {k: sum(w * sd[k] for w, sd in zip(weights, self.cache, strict=True)) for k in self.cache[0]}
         set_peft_model_state_dict(self.model, state)
+        loaded = time.perf_counter()
         with torch.no_grad():
             loss = self.model(**self.batch).loss
+        self.rebuild_s += loaded - start
+        self.forward_s += time.perf_counter() - loaded
         return float(loss) / self.n + 0.05 * sum(abs(w) for w in weights) / len(weights)
 
     def search(self, budget: int = 40, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], list[float]]:
