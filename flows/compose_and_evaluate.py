@@ -46,19 +46,31 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     shots = draw_shots(target, target_cfg.shots, seed)
 
     candidates = pool_candidates(base, cfg.pool.task_names, cfg.storage, run)
-    selection = select_candidates(base, candidates, target, shots, cfg.selection, seed)
-    for line in selection.log:
-        log.info("selection: %s", line)
+    # one selection per distinct selection config (variants may compare filters at the same k)
+    selections: dict[str, Any] = {}
+    for name in [None, *cfg.methods]:
+        sel = cfg.selection if name is None else cfg.selection_of(name)
+        sel_key = sel.model_dump_json()
+        if sel_key not in selections:
+            selections[sel_key] = select_candidates(base, candidates, target, shots, sel, seed)
+            for line in selections[sel_key].log:
+                log.info("selection %s: %s", "+".join(sel.filters), line)
+    default = selections[cfg.selection.model_dump_json()]
 
-    result = TargetResult(target.name, target.fingerprint, rows=[], seed=seed, selection=dict(selection.scores))
+    result = TargetResult(target.name, target.fingerprint, rows=[], seed=seed, selection=dict(default.scores))
     subjects: list[tuple[str, str, AdapterVersion | None]] = []
+    compose_seconds: dict[str, float] = {}
     # the candidates' own training data, for methods that train on it (CAT); not loaded when none does
-    needs_data = any(COMPOSERS.get(cfg.composer_of(m)).needs_train_data for m in cfg.methods)
-    train_data = candidate_data(cfg.pool, [c.name for c in selection.candidates]) if needs_data else {}
+    train_names = sorted({c.name for name in cfg.methods if COMPOSERS.get(cfg.composer_of(name)).needs_train_data
+                          for c in selections[cfg.selection_of(name).model_dump_json()].candidates})
+    all_data = candidate_data(cfg.pool, train_names) if train_names else {}
     for name in cfg.methods:
-        composed = compose_adapter(base, selection.candidates, target, shots, name, cfg.composer_of(name),
+        chosen = selections[cfg.selection_of(name).model_dump_json()].candidates
+        train_data = {c.name: all_data[c.name] for c in chosen if c.name in all_data}
+        composed = compose_adapter(base, chosen, target, shots, name, cfg.composer_of(name),
                                    cfg.settings(name), seed, train_data, run)
         version = register_composed(composed, cfg.storage, run)
+        compose_seconds[name] = composed.seconds
         result.adapters[name] = version
         result.weights[f"{target.name}/{name}{key}"] = composed.weights
         if composed.trace:
@@ -76,6 +88,8 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
         result.rows.append(report.rows[0])
         result.scores[label] = [p["score"] for p in report.predictions[target.name]]
         result.throughput[label] = dict(report.throughput)
+        if label in compose_seconds:
+            result.throughput[label]["compose_seconds"] = compose_seconds[label]
     return result
 
 

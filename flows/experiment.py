@@ -19,7 +19,6 @@ from flows._common import resolve_config, resolve_pool_file, task_runner
 from flows.compose_and_evaluate import compose_and_evaluate
 from flows.train_pool import train_pool
 from lorasoup_core.experiment import ExperimentResult
-from lorasoup_core.experiment.results import seed_summary
 from lorasoup_core.models.cache import BaseRef
 from lorasoup_core.registry import use_storage
 from lorasoup_core.settings import get_settings
@@ -62,14 +61,15 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
                      target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
             for i in range(len(cfg.targets)) for seed in cfg.run_seeds
         ]
-        table, artifact = publish_report(cfg, run_id, results, pool)
+        published = publish_report(cfg, run_id, results, pool)
     except BaseException:
         finish_experiment_run(cfg, run_id, failed=True)
         raise
     finish_experiment_run(cfg, run_id)
-    print(table)
+    print(published.text)
     return ExperimentResult(cfg.experiment_name, run_id, cfg.tracking.tracking_uri or get_settings().tracking_uri,
-                            artifact.uri, table, seed_summary(results)[0], pool.trained, pool.skipped, results)
+                            published.artifact.uri, published.text, published.analysis.rows, pool.trained,
+                            pool.skipped, results, published.analysis.to_dict())
 
 
 if __name__ == "__main__":

@@ -187,6 +187,10 @@ def log_dir(run_id: str, local_dir: str | Path, artifact_path: str, tracking_uri
     client(tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+def log_text(run_id: str, text: str, artifact_file: str, tracking_uri: str | None = None) -> None:
+    client(tracking_uri).log_text(run_id, text, artifact_file)
+
+
 def log_json(run_id: str, value: Any, artifact_file: str, tracking_uri: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name

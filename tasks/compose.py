@@ -54,7 +54,8 @@ def pool_candidates(base: BaseRef, task_names: list[str], storage: StorageConfig
 def select_candidates(base: BaseRef, candidates: list[Candidate], target: Task, shots: list[Example],
                       selection: SelectionConfig, seed: int) -> Selection:
     chain = [FilterSpec(name=f, k=selection.k, seed=seed) for f in selection.filters]
-    return _select(base.load(), candidates, target, shots, chain, selection.k)
+    exclude = {target.name} if selection.exclude_target else set()
+    return _select(base.load(), candidates, target, shots, chain, selection.k, exclude)
 
 
 @task(task_run_name="compose-{target.name}-{label}", persist_result=True, cache_key_fn=typed_inputs_key)

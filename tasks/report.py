@@ -8,7 +8,6 @@ from prefect.cache_policies import NONE
 
 from lorasoup_core.experiment import ExperimentConfig, TargetResult, report
 from lorasoup_core.pool import PoolResult
-from lorasoup_core.storage import Artifact
 from tasks._policies import IO_RETRIES
 
 
@@ -24,15 +23,16 @@ def tag_data_fingerprints(cfg: ExperimentConfig, run_id: str, pool: PoolResult) 
 
 @task(cache_policy=NONE, **IO_RETRIES)
 def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResult],
-                   pool: PoolResult) -> tuple[str, Artifact]:
-    """MLflow table + plots, the report in the artifact store, and the same table as a Prefect artifact."""
-    table, artifact = report.publish_report(cfg, run_id, results, pool)
+                   pool: PoolResult) -> report.PublishedReport:
+    """MLflow table + plots, the report in the artifact store, and the same report as a Prefect artifact."""
+    published = report.publish_report(cfg, run_id, results, pool)
+    table, artifact = published.text, published.artifact
     key = "".join(c if c.isalnum() else "-" for c in cfg.name.lower())
     create_table_artifact(key=f"{key}-results", table=[r.to_dict() for res in results for r in res.rows],
                           description=f"{cfg.name}: score per task and method")
     create_markdown_artifact(key=f"{key}-report", markdown=f"# {cfg.name}\n\n{table}\n\nreport: {artifact.uri}",
                              description=f"{cfg.name}: results table with 95% intervals")
-    return table, artifact
+    return published
 
 
 @task(cache_policy=NONE, **IO_RETRIES)

@@ -1,6 +1,7 @@
 """The evaluation harness: score a base model zero-shot, with in-context demonstrations (or the official
 BBH chain-of-thought prompts), or through a LoRA adapter, on a benchmark's tasks or on any Task, with
-per-task and macro-average bootstrap intervals and throughput numbers."""
+per-task and macro-average 95% intervals (Wilson for 0/1 scores, else bootstrap; see bench/stats.py) and
+throughput numbers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core.bench.generation import GenerationResult, generate
-from lorasoup_core.bench.metrics import bootstrap_ci, macro_average, pal_scores, score_all
+from lorasoup_core.bench.metrics import pal_scores, score_all
+from lorasoup_core.bench.stats import cell_interval, macro_interval
 from lorasoup_core.bench.suites import BENCHMARKS, GENERIC, BenchmarkConfig
 from lorasoup_core.data import DataError, Example, Task, bbh_cot_prompt, list_tasks, load_task
 from lorasoup_core.models import LoadedModel
@@ -193,7 +195,7 @@ def _score_task(base: LoadedModel, model: Any, task: Task, config: BenchmarkConf
     per_metric = score_predictions(config, task, gen.texts, [e.target for e in examples])
     rows = []
     for name in (metric, *extras):
-        mean, low, high = bootstrap_ci(per_metric[name], seed=seed)
+        mean, low, high = cell_interval([per_metric[name]], seed=seed)
         method = label if name == metric else f"{label}/{name}"
         rows.append(ResultRow(task.name, method, mean, low, high, len(examples)))
     preds = [{"input": e.input, "target": e.target, "prompt": p, "prediction": t, "score": s,
@@ -226,7 +228,7 @@ def evaluate_task(base: LoadedModel, task: Task, mode: str = "zero-shot", adapte
     with adapter_model(base, adapter if mode == "adapter" else None) as model:
         rows, preds, scores, gen = _score_task(base, model, task, config, mode, label, limit, k_shot, exclude,
                                                seed, batch_size, cot_prompt, progress)
-    return EvalReport(rows, bootstrap_ci(scores, seed=seed), GenerationResult.combine([gen]), {task.name: preds})
+    return EvalReport(rows, cell_interval([scores], seed=seed), GenerationResult.combine([gen]), {task.name: preds})
 
 
 def benchmark_tasks(benchmark: str, tasks: str | list[str] = "all", path: str | None = None) -> list[str]:
@@ -253,8 +255,8 @@ def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str]
              exclude: dict[str, set[str]] | None = None, seed: int = 0, batch_size: int = 16,
              method_label: str | None = None, *, cot: bool = False, path: str | None = None,
              progress: bool = True) -> EvalReport:
-    """Evaluate a benchmark's tasks: per-task rows, the macro average with a stratified bootstrap
-    interval, and throughput totals. ``cot`` uses the official BBH 3-shot chain-of-thought prompts."""
+    """Evaluate a benchmark's tasks: per-task rows, the macro average with its interval (tasks fixed,
+    examples sampled), and throughput totals. ``cot`` uses the official BBH 3-shot chain-of-thought prompts."""
     config = BENCHMARKS.get(benchmark)
     _check_mode(mode, adapter, cot)
     if cot and not config.cot_max_new_tokens:
@@ -272,4 +274,4 @@ def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str]
                 progress)
             rows += task_rows
             gens.append(gen)
-    return EvalReport(rows, macro_average(per_task, seed=seed), GenerationResult.combine(gens), preds)
+    return EvalReport(rows, macro_interval({t: [v] for t, v in per_task.items()}, seed=seed), GenerationResult.combine(gens), preds)

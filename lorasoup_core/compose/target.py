@@ -3,6 +3,7 @@ fit (settings, weights, objective per evaluation) in an MLflow run."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class ComposedAdapter:
     few_shot_loss: float | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None  # the MLflow run of the fit
+    seconds: float = 0.0  # wall time of the composition (the composer's fit and the export)
 
 
 def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],
@@ -46,14 +48,16 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
         tracking.log_params(run_id, {"method": method, "seed": seed, "candidates": [c.version or c.name
                                                                                     for c in candidates],
                                      **settings.model_dump(mode="json")}, run.tracking_uri)
+        start = time.perf_counter()
         comp = compose(method, base, candidates, target, shots, settings, seed=seed, train_data=train_data)
         export_peft(comp, out, label=label)
+        seconds = time.perf_counter() - start
         weights = comp.weights_by_adapter()
-        metrics = {f"weight/{n}": w for n, w in weights.items()}
+        metrics = {f"weight/{n}": w for n, w in weights.items()} | {"compose_seconds": seconds}
         if comp.few_shot_loss is not None:
             metrics["few_shot_loss"] = comp.few_shot_loss
         tracking.log_metrics(run_id, metrics, tracking_uri=run.tracking_uri)
         if comp.trace:
             tracking.log_series(run_id, "objective", [float(x) for x in comp.trace], run.tracking_uri)
     return ComposedAdapter(target.name, method, label, out, weights, [float(x) for x in comp.trace], comp.few_shot_loss,
-                           dict(comp.diagnostics), run_id)
+                           dict(comp.diagnostics), run_id, seconds)

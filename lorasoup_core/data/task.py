@@ -42,6 +42,7 @@ class Task:
     template: str = "{input}\nAnswer:"
     metric: str = "exact_match"
     source: str = ""  # where it came from (a path, a hub id, "skills:<seed>")
+    components: tuple[str, ...] = ()  # the upstream tasks a composed task is built from, when known (oracle)
 
     def prompt(self, example: Example | str) -> str:
         text = example.input if isinstance(example, Example) else example

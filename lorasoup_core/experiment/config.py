@@ -32,8 +32,11 @@ def _known(registry: Any, names: Any) -> Any:
 
 
 class SelectionConfig(StrictModel):
-    filters: list[str] = Field(["embedding"], description="Candidate filters, applied in order: random, loss, embedding.")
+    filters: list[str] = Field(["embedding"], description="Candidate filters, applied in order: random, loss, "
+                               "embedding, oracle (a composed skill's own components).")
     k: int = Field(20, ge=1, description="Candidates kept for composition.")
+    exclude_target: bool = Field(True, description="Never offer the target's own adapter when the pool has one "
+                                 "(leave-one-out: the target is unseen).")
 
     @field_validator("filters")
     @classmethod
@@ -67,6 +70,8 @@ class MethodVariant(StrictModel):
     method: str = Field(description="The composer (lorahub, cat, ties ...).")
     settings: SerializeAsAny[ComposerSettings] = Field(
         default_factory=ComposerSettings, description="The composer's settings, validated by its settings class.")
+    selection: SelectionConfig | None = Field(None, description="This variant's own candidate selection (e.g. "
+                                              "another filter at the same k); default: the experiment's.")
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +103,8 @@ class ExperimentConfig(PoolFile):
         default_factory=dict, description="Settings per method, e.g. {lorahub: {budget: 40}, cat: {steps: 30}}; "
         "each validated by that method's settings class. Methods left out run with their defaults.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    compare_to: list[str] = Field(["zero-shot"], description="Methods or baselines every other method is compared "
+                                  "with on the same examples (paired test: p-value and interval of the difference).")
 
     @property
     def experiment_name(self) -> str:
@@ -133,6 +140,13 @@ class ExperimentConfig(PoolFile):
         if unused:
             raise ValueError(f"variants not listed in `methods`: {', '.join(unused)}")
         self.compose = {c: settings_for(c, self.compose.get(c)) for c in sorted(composers)}
+        evaluated = [*self.methods, *self.eval.baselines]
+        if "compare_to" in self.model_fields_set:
+            unknown = sorted(set(self.compare_to) - set(evaluated))
+            if unknown:
+                raise ValueError(f"compare_to: {', '.join(unknown)} is not evaluated; known: {', '.join(evaluated)}")
+        else:  # the default, zero-shot, only when it is evaluated
+            self.compare_to = [m for m in self.compare_to if m in evaluated]
         return self
 
     @property
@@ -142,6 +156,11 @@ class ExperimentConfig(PoolFile):
     def composer_of(self, name: str) -> str:
         """The composer behind a name in `methods` (itself, or a variant's)."""
         return self.variants[name].method if name in self.variants else name
+
+    def selection_of(self, name: str) -> SelectionConfig:
+        """The candidate selection of a name in `methods`: a variant's own, else the experiment's."""
+        variant = self.variants.get(name)
+        return variant.selection if variant is not None and variant.selection is not None else self.selection
 
     def settings(self, name: str) -> ComposerSettings:
         """The settings of a name in `methods`: a variant's own, else the composer's section of `compose`."""

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lorasoup_core import tracking
+from lorasoup_core.experiment.analysis import Analysis, analyse
 from lorasoup_core.experiment.config import ExperimentConfig
-from lorasoup_core.experiment.results import TargetResult, seed_summary
+from lorasoup_core.experiment.results import TargetResult
 from lorasoup_core.fingerprint import sha256_json
 from lorasoup_core.pool import PoolResult
 from lorasoup_core.registry import use_storage
-from lorasoup_core.reporting import markdown_table, result_figures
+from lorasoup_core.reporting import result_figures
 from lorasoup_core.storage import Artifact, open_store
 
 
@@ -42,23 +43,33 @@ def _cell(res: TargetResult, seeds: list[int]) -> str:
     return res.target if len(seeds) == 1 else f"{res.target}@{res.seed}"
 
 
+@dataclass
+class PublishedReport:
+    text: str  # the markdown report: scores, macro, costs, paired comparisons (and the best seed)
+    artifact: Artifact  # the same report in the artifact store
+    analysis: Analysis
+
+
 def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResult], pool: PoolResult
-                   ) -> tuple[str, Artifact]:
-    """Log the table and plots to MLflow and publish the same report to the artifact store; returns the
-    markdown report (the table; with several seeds the mean over seeds, then the best seed) and the artifact."""
+                   ) -> PublishedReport:
+    """Log the table, the analysis and plots to MLflow and publish the same report to the artifact store."""
     import matplotlib.pyplot as plt
 
     use_storage(cfg.storage)
-    rows, best = seed_summary(results)
+    analysis = analyse(results, cfg.compare_to)
     weights = {k: v for res in results for k, v in res.weights.items()}
     traces = {k: v for res in results for k, v in res.traces.items()}
-    table = tracking.log_results(run_id, rows, weights=weights, traces=traces, tracking_uri=cfg.tracking.tracking_uri)
+    tracking.log_results(run_id, analysis.rows, weights=weights, traces=traces, tracking_uri=cfg.tracking.tracking_uri)
+    tracking.log_metrics(run_id, {f"macro/{r.method}": r.score for r in analysis.macro}
+                         | {f"macro_ci_low/{r.method}": r.ci_low for r in analysis.macro}
+                         | {f"macro_ci_high/{r.method}": r.ci_high for r in analysis.macro},
+                         tracking_uri=cfg.tracking.tracking_uri)
+    text = analysis.markdown()
+    tracking.log_text(run_id, text, "results/report.md", cfg.tracking.tracking_uri)
     seeds = cfg.run_seeds
-    text = table if len(seeds) == 1 else (f"Mean over seeds {seeds} (95% intervals over seeds and examples)\n\n"
-                                          f"{table}\n\nBest seed\n\n{markdown_table(best)}")
-    doc = {"rows": [r.to_dict() for r in rows], "seeds": seeds,
+    doc = {**analysis.to_dict(),
            "rows_per_seed": [{**r.to_dict(), "seed": res.seed} for res in results for r in res.rows],
-           "best_seed_rows": [r.to_dict() for r in best], "weights": weights, "traces": traces,
+           "weights": weights, "traces": traces,
            "pool": {"trained": pool.trained, "skipped": pool.skipped},
            "throughput": {_cell(res, seeds): res.throughput for res in results},
            "selection": {_cell(res, seeds): res.selection for res in results},
@@ -67,12 +78,12 @@ def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResul
         out = Path(tmp)
         (out / "results.md").write_text(text + "\n")
         (out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
-        for name, fig in result_figures(rows, weights, traces).items():
+        for name, fig in result_figures(analysis.rows, weights, traces).items():
             fig.savefig(out / name, dpi=120, bbox_inches="tight")
             plt.close(fig)
         artifact = open_store(cfg.storage.uri).publish(out, f"reports/{cfg.name}/{run_id}",
                                                        metadata={"run_id": run_id, "experiment": cfg.experiment_name})
-    return text, artifact
+    return PublishedReport(text, artifact, analysis)
 
 
 def finish_experiment_run(cfg: ExperimentConfig, run_id: str, failed: bool = False) -> None:

@@ -24,26 +24,6 @@ class TargetResult:
     adapters: dict[str, AdapterVersion] = field(default_factory=dict)  # method -> registered composed adapter
 
 
-def seed_summary(results: list[TargetResult]) -> tuple[list[ResultRow], list[ResultRow]]:
-    """(mean over seeds, best seed) per (task, method). The mean's interval resamples seeds and examples
-    (`seeds_bootstrap_ci`); with one seed per cell the rows are the evaluation's own, unchanged."""
-    from lorasoup_core.bench.metrics import seeds_bootstrap_ci
-
-    cells: dict[tuple[str, str], list[tuple[ResultRow, list[float]]]] = {}
-    for res in results:
-        for row in res.rows:
-            cells.setdefault((row.task, row.method), []).append((row, res.scores.get(row.method, [])))
-    mean, best = [], []
-    for (task, method), runs in cells.items():
-        best.append(max((r for r, _ in runs), key=lambda r: r.score))
-        if len(runs) == 1 or not all(scores for _, scores in runs):
-            mean.append(runs[0][0])
-            continue
-        m, low, high = seeds_bootstrap_ci([scores for _, scores in runs])
-        mean.append(ResultRow(task, method, m, low, high, sum(r.n for r, _ in runs)))
-    return mean, best
-
-
 @dataclass
 class ExperimentResult:
     experiment: str
@@ -55,7 +35,9 @@ class ExperimentResult:
     trained: list[str]
     skipped: list[str]
     targets: list[TargetResult] = field(default_factory=list)
+    analysis: dict[str, Any] = field(default_factory=dict)  # Analysis.to_dict(): macro, costs, comparisons
 
     def summary(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "run_id": self.run_id, "report_uri": self.report_uri,
-                "trained": self.trained, "skipped": self.skipped, "rows": [r.to_dict() for r in self.rows]}
+                "trained": self.trained, "skipped": self.skipped, "rows": [r.to_dict() for r in self.rows],
+                **{k: self.analysis[k] for k in ("macro", "costs", "comparisons") if k in self.analysis}}

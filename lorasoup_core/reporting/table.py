@@ -36,8 +36,9 @@ def macro(rows: list[ResultRow]) -> dict[str, float]:
     return {m: sum(v) / len(v) for m, v in by_method.items()}
 
 
-def markdown_table(rows: list[ResultRow], percent: bool = True) -> str:
-    """Task x method table, each cell 'score [low, high]', with a macro-average row."""
+def markdown_table(rows: list[ResultRow], percent: bool = True, macro_rows: list[ResultRow] | None = None) -> str:
+    """Task x method table, each cell 'score [low, high]', with a macro-average row (from `macro_rows`, with
+    their intervals, when given; else the plain mean over tasks)."""
     tasks, methods, cells = pivot(rows)
     scale = 100.0 if percent else 1.0
 
@@ -49,8 +50,12 @@ def markdown_table(rows: list[ResultRow], percent: bool = True) -> str:
     lines = ["| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for t in tasks:
         lines.append(f"| {t} | " + " | ".join(fmt(cells.get((t, m))) for m in methods) + " |")
-    averages = macro(rows)
-    lines.append("| **macro** | " + " | ".join(f"**{averages[m] * scale:.1f}**" for m in methods) + " |")
+    if macro_rows is not None:
+        by_method = {r.method: r for r in macro_rows}
+        lines.append("| **macro** | " + " | ".join(f"**{fmt(by_method.get(m))}**" for m in methods) + " |")
+    else:
+        averages = macro(rows)
+        lines.append("| **macro** | " + " | ".join(f"**{averages[m] * scale:.1f}**" for m in methods) + " |")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Collection
 
 from lorasoup_core.compose import Candidate, CompositionError
 from lorasoup_core.data import Example, Task
@@ -23,9 +24,15 @@ CONSTRAINTS = ("same_base", "compatible")
 
 
 def select_candidates(base: LoadedModel, pool: list[Candidate], target: Task, shots: list[Example],
-                      chain: list[FilterSpec | str], k: int | None = None) -> Selection:
+                      chain: list[FilterSpec | str], k: int | None = None, exclude: Collection[str] = ()) -> Selection:
     """Constraints, then each filter of `chain` in order, each keeping its own top `spec.k`; `k` caps how
-    many the last filter keeps (the number of candidates composed)."""
+    many the last filter keeps (the number of candidates composed). Candidates named in `exclude` (e.g.
+    the target's own adapter, for a leave-one-out protocol) are never considered."""
+    log: list[str] = []
+    left_out = sorted(c.name for c in pool if c.name in exclude)
+    if left_out:
+        pool = [c for c in pool if c.name not in exclude]
+        log.append(f"excluded: {', '.join(left_out)}")
     if not pool:
         raise CompositionError(f"the candidate pool for {target.name!r} is empty: nothing to select from")
     dupes = sorted(name for name, count in Counter(c.name for c in pool).items() if count > 1)
@@ -34,7 +41,6 @@ def select_candidates(base: LoadedModel, pool: list[Candidate], target: Task, sh
     specs = [FilterSpec(name=s) if isinstance(s, str) else s for s in chain]
     for s in specs:
         FILTERS.get(s.name)  # unknown names fail before any work
-    log: list[str] = []
     cands = list(pool)
     scores: dict[str, float] = {}
     steps = [FilterSpec(name=c, k=None) for c in CONSTRAINTS if c not in {s.name for s in specs}] + specs

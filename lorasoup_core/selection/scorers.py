@@ -1,5 +1,6 @@
 """Ranking filters: random (LoraHub's protocol), loss (each adapter alone on the few-shot examples),
-embedding (cosine to the target's embedding centroid)."""
+embedding (cosine to the target's embedding centroid), oracle (the upstream tasks a composed target is
+built from, when the target says so: an upper bound for the others)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import random as _random
 
 import torch
 
-from lorasoup_core.compose import FewShot, Stack, applied
+from lorasoup_core.compose import CompositionError, FewShot, Stack, applied
 from lorasoup_core.compose.centroid import similarities
 from lorasoup_core.selection.base import FILTERS
 
@@ -38,3 +39,16 @@ def embedding_filter(base, cands, target, shots, spec, log):
     """Cosine between the shots' embedding centroid and each adapter card's stored embedding."""
     sims = similarities(base, cands, target, shots)
     return {c.name: float(s) for c, s in zip(cands, sims, strict=True)}
+
+
+@FILTERS.register("oracle")
+def oracle_filter(base, cands, target, shots, spec, log):
+    """The target's own components (`Task.components`, e.g. a composed skill's two skills), and only them."""
+    if not target.components:
+        raise CompositionError(f"oracle filter: target {target.name!r} does not name the tasks it is built from "
+                               "(only composed procedural skills do)")
+    names = {c.name for c in cands}
+    missing = [t for t in target.components if t not in names]
+    if missing:
+        log.append(f"oracle: component(s) not in the pool: {', '.join(missing)}")
+    return {c.name: 1.0 for c in cands if c.name in target.components}

@@ -61,7 +61,11 @@ def test_seeds_repeat_every_cell_and_report_mean_and_best(tmp_path, prefect_api)
 
     cfg = _small(tmp_path, name="two-seeds")
     cfg["seeds"] = [0, 1]
+    cfg["pool"]["tasks"] = tiny_config(tmp_path)["pool"]["tasks"][:3]  # add, count_items, sort_words
     cfg["selection"] = {"filters": ["random"], "k": 2}
+    cfg["methods"] = ["uniform", "uniform-oracle"]  # a variant with its own filter at the same k
+    cfg["variants"] = {"uniform-oracle": {"method": "uniform", "selection": {"filters": ["oracle"], "k": 2}}}
+    cfg["eval"]["baselines"] = ["zero-shot", "icl"]
     result = experiment(config=str(write_config(tmp_path, cfg)))
     assert sorted(r.seed for r in result.targets) == [0, 1]
     per_seed = {r.seed: {row.method: row for row in r.rows} for r in result.targets}
@@ -70,3 +74,18 @@ def test_seeds_repeat_every_cell_and_report_mean_and_best(tmp_path, prefect_api)
         assert row.n == sum(r.n for r in runs) and row.score == pytest.approx(sum(r.score for r in runs) / 2)
         assert row.ci_low <= row.score <= row.ci_high
     assert "Best seed" in result.table and "Mean over seeds [0, 1]" in result.table
+    # the oracle variant composed the target's own two skills, the random draw whatever it drew
+    for res in result.targets:
+        oracle = res.weights[f"count_then_add/uniform-oracle@{res.seed}"]
+        assert sorted(oracle) == ["add", "count_items"]
+    # cost columns: prompt tokens and seconds per example for every method, compose time for composers
+    costs = {c["method"]: c for c in result.analysis["costs"]}
+    assert set(costs) == {"uniform", "uniform-oracle", "zero-shot", "icl"}
+    assert costs["icl"]["prompt_tokens_per_example"] > 2 * costs["zero-shot"]["prompt_tokens_per_example"]
+    assert costs["uniform"]["prompt_tokens_per_example"] == costs["zero-shot"]["prompt_tokens_per_example"]
+    assert costs["uniform"]["compose_seconds"] > 0 and costs["zero-shot"]["compose_seconds"] is None
+    assert all(c["eval_seconds_per_example"] > 0 for c in costs.values())
+    # paired comparisons against zero-shot (the default) on the same examples
+    comps = {c["method"]: c for c in result.analysis["comparisons"]}
+    assert set(comps) == {"uniform", "uniform-oracle", "icl"} and all(0 <= c["p_value"] <= 1 for c in comps.values())
+    assert "Cost per test example" in result.table and "Paired comparisons" in result.table

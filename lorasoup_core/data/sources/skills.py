@@ -31,4 +31,5 @@ def skills(spec: TaskSpec) -> Task:
                             f"{('train', 'validation', 'test')[stream]} split, {n} asked; ask for fewer examples")
         seen |= {inp for inp, _ in rows}
         splits.append([Example(inp, ans) for inp, ans in rows])
-    return Task(spec.name, *splits, template=TEMPLATE, metric="exact_match", source=f"skills:seed={spec.seed}")
+    return Task(spec.name, *splits, template=TEMPLATE, metric="exact_match", source=f"skills:seed={spec.seed}",
+                components=COMPOSED_TASKS.get(spec.name, ()))

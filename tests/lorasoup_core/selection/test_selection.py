@@ -69,3 +69,19 @@ def test_bad_selection_inputs(tiny_llama, tiny_pool, target):
     no_embedding = Candidate("bare", tiny_pool["add"], None)
     with pytest.raises(CompositionError, match="adapter 'bare' has no stored embedding"):
         select_candidates(tiny_llama, [no_embedding], task, shots, ["embedding"])
+
+
+def test_oracle_keeps_a_composed_targets_own_skills_and_exclude_leaves_the_target_out(tiny_llama, tiny_pool):
+    composed = load_task({"source": "skills", "name": "count_then_add", "n_train": 10, "n_validation": 0,
+                          "n_test": 4})
+    assert composed.components == ("count_items", "add")
+    sel = select_candidates(tiny_llama, _cands(tiny_pool), composed, composed.train[:5], [FilterSpec(name="oracle", k=5)])
+    assert sorted(c.name for c in sel.candidates) == ["add", "count_items"], sel.log
+    plain = load_task({"source": "skills", "name": TARGET, "n_train": 10, "n_validation": 0, "n_test": 4})
+    with pytest.raises(CompositionError, match=f"oracle filter: target '{TARGET}' does not name"):
+        select_candidates(tiny_llama, _cands(tiny_pool), plain, plain.train[:5], ["oracle"])
+    # leave-one-out: the target's own adapter is never a candidate, even for the filter that would rank it first
+    sel = select_candidates(tiny_llama, _cands(tiny_pool), plain, plain.train[:5], [FilterSpec(name="loss", k=3)],
+                            exclude={TARGET})
+    assert TARGET not in [c.name for c in sel.candidates] and len(sel.candidates) == 3
+    assert sel.log[0] == f"excluded: {TARGET}" and "kept 3 of 10" in sel.log[1]
