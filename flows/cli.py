@@ -16,6 +16,17 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def _check_config(path: Path) -> None:
+    """Validate the experiment config before Prefect starts: a bad file is one line and exit 2."""
+    from lorasoup_core.config import ConfigError
+    from lorasoup_core.experiment import load_experiment
+
+    try:
+        load_experiment(path)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--config") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
@@ -23,6 +34,7 @@ def register(app: typer.Typer) -> None:
         remote: bool = typer.Option(False, help="Run training/composition as deployments on the GPU work pool."),
     ) -> None:
         """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
+        _check_config(config)
         _prefect_defaults()
         from flows.experiment import experiment
 
@@ -36,6 +48,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML whose pool is retrained."),
     ) -> None:
         """Retrain adapters whose data or config changed and re-run dependent experiments."""
+        _check_config(config)
         _prefect_defaults()
         from flows.retrain_pool import retrain_pool
 

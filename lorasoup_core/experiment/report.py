@@ -69,6 +69,7 @@ def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResul
     seeds = cfg.run_seeds
     doc = {**analysis.to_dict(),
            "rows_per_seed": [{**r.to_dict(), "seed": res.seed} for res in results for r in res.rows],
+           "scores": {_cell(res, seeds): res.scores for res in results},  # per example, to re-analyse offline
            "weights": weights, "traces": traces,
            "pool": {"trained": pool.trained, "skipped": pool.skipped},
            "throughput": {_cell(res, seeds): res.throughput for res in results},

@@ -27,3 +27,4 @@ def test_compose_list_and_eval(tiny_pool, shared_data):
     assert "count_then_add" in ev.output and "macro average" in ev.output and "examples/s" in ev.output and "prompt tokens/example" in ev.output
     bad = runner.invoke(app, ["eval", "--benchmark", "nope", "--model", "tiny-llama"])
     assert bad.exit_code == 2 and "unknown benchmark 'nope'" in bad.output
+
