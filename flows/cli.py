@@ -16,15 +16,16 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _check_config(path: Path) -> None:
-    """Validate the experiment config before Prefect starts: a bad file is one line and exit 2."""
+def _check_config(path: Path, overrides: list[str] | None = None):
+    """Validate the experiment config (with its overrides) before Prefect starts: a bad file is one
+    message and exit 2."""
     from lorasoup_core.config import ConfigError
     from lorasoup_core.experiment import load_experiment
 
     try:
-        load_experiment(path)
+        return load_experiment(path, overrides)
     except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--config") from None
+        raise typer.BadParameter(str(err), param_hint="--config/--set") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -32,13 +33,16 @@ def register(app: typer.Typer) -> None:
     def run(
         config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (see configs/)."),
         remote: bool = typer.Option(False, help="Run training/composition as deployments on the GPU work pool."),
+        overrides: list[str] = typer.Option(None, "--set", help="KEY=VALUE over the config (dotted KEY, YAML "
+                                            "VALUE), e.g. --set seeds=[0] --set eval.limit=20; repeatable."),
     ) -> None:
         """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
-        _check_config(config)
+        cfg = _check_config(config, overrides)
         _prefect_defaults()
         from flows.experiment import experiment
 
-        result = experiment(config=str(config), remote=remote)
+        # with overrides the flow gets the resolved config; cached cells depend on what they compute, not on it
+        result = experiment(config=cfg.model_dump(mode="json") if overrides else str(config), remote=remote)
         typer.echo(result.table)
         typer.echo(f"\nMLflow run {result.run_id} in experiment {result.experiment!r} at {result.tracking_uri}")
         typer.echo(f"report: {result.report_uri}")

@@ -64,9 +64,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path, model: type[M]) -> M:
-    """Validate a YAML file against a pydantic model; errors name the file and the field path."""
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
+    """`KEY=VALUE` overrides over a config mapping: KEY is a dotted path (`eval.limit`), VALUE is YAML
+    (`[0]`, `20`, `{filters: [loss]}`); missing sections are created."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where}: override {item!r} is not KEY=VALUE (e.g. seeds=[0] or eval.limit=20)")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: override {item!r}: {part!r} is not a section")
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{where}: override {item!r}: its value is not YAML ({err})") from None
+    return data
+
+
+def load_config(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
+    """Validate a YAML file (with `KEY=VALUE` overrides, see apply_overrides) against a pydantic model;
+    errors name the file and the field path."""
     data = read_yaml(path)
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: overrides need a mapping at the top level")
+        data = apply_overrides(data, overrides, str(path))
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -169,5 +169,6 @@ class ExperimentConfig(PoolFile):
         return self.compose.get(name) or settings_for(name)
 
 
-def load_experiment(path: str | Path) -> ExperimentConfig:
-    return load_config(path, ExperimentConfig)
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """An experiment YAML, with optional `KEY=VALUE` overrides (e.g. `seeds=[0]`, `eval.limit=20`)."""
+    return load_config(path, ExperimentConfig, overrides)

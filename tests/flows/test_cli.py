@@ -27,4 +27,8 @@ def test_run_and_retrain_reject_a_bad_config_before_prefect_starts(tmp_path):
         shown = f"stdout:\n{invalid.stdout}\nstderr:\n{invalid.stderr}"
         assert invalid.returncode == 2 and "unknown composer 'nope'" in invalid.stderr, shown
         assert "Traceback" not in missing.stderr + invalid.stderr, shown
+    typo = _lorasoup("run", "--config", str(Path(__file__).parents[2] / "configs/demo.yaml"), "--set",
+                     "eval.limitt=3", env=env)
+    shown = f"stdout:\n{typo.stdout}\nstderr:\n{typo.stderr}"
+    assert typo.returncode == 2 and "eval.limitt: Extra inputs are not permitted" in typo.stderr, shown
     assert not (tmp_path / "prefect-home").exists()

@@ -1,0 +1,35 @@
+"""Experiment configs: `KEY=VALUE` overrides (what `lorasoup run --set` applies), per-variant selection,
+compare_to validation."""
+
+import pytest
+
+from lorasoup_core.config import ConfigError
+from lorasoup_core.experiment import load_experiment
+
+STUDY = "configs/study_skills.yaml"
+
+
+def test_overrides_are_dotted_yaml_values_validated_like_the_file():
+    cfg = load_experiment(STUDY, ["seeds=[0]", "eval.limit=20", "compose.cat.mix_size=120",
+                                  "selection={filters: [loss], k: 3}"])
+    assert cfg.run_seeds == [0] and cfg.eval.limit == 20 and cfg.settings("cat").mix_size == 120
+    assert cfg.selection.filters == ["loss"] and cfg.selection.k == 3
+    assert load_experiment(STUDY).run_seeds == [0, 1, 2]  # the file itself is untouched
+    with pytest.raises(ConfigError, match="override 'seeds' is not KEY=VALUE"):
+        load_experiment(STUDY, ["seeds"])
+    with pytest.raises(ConfigError, match=r"eval\.limitt: Extra inputs are not permitted"):
+        load_experiment(STUDY, ["eval.limitt=3"])
+    with pytest.raises(ConfigError, match="'name' is not a section"):
+        load_experiment(STUDY, ["name.x=1"])
+
+
+def test_study_config_variants_and_comparisons():
+    cfg = load_experiment(STUDY)
+    assert cfg.selection_of("lorahub").filters == ["random"] and cfg.selection_of("lorahub-oracle").filters == ["oracle"]
+    assert cfg.selection_of("lorahub-oracle").k == cfg.selection.k == 5  # filters compared at equal k
+    assert cfg.settings("lorahub-cma-pop5").population == 5 and cfg.settings("lorahub").optimizer == "NGOpt"
+    assert cfg.compare_to == ["lorahub", "zero-shot", "cat"]
+    with pytest.raises(ConfigError, match="compare_to: nope is not evaluated"):
+        load_experiment(STUDY, ["compare_to=[nope]"])
+    # the default (zero-shot) applies only where zero-shot is evaluated
+    assert load_experiment("configs/demo.yaml", ["eval.baselines=[icl]"]).compare_to == []
