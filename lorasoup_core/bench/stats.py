@@ -9,8 +9,7 @@ search and CAT's init).
   variance of the seed means over seeds / S (a design effect); at p = 0 or 1 it is the plain Wilson
   interval on the n examples, which never collapses to a point. Other scores: the two-level bootstrap.
 - The macro average over tasks: the same, with the tasks' variances summed (the task set is fixed, its
-  examples and seeds are samples); the per-task variances use the Agresti-Coull estimate, so a task
-  at 0/n still counts.
+  examples and seeds are samples). With one seed a cell's interval is exactly Wilson's on its n examples.
 - A paired comparison of two methods on the same examples: the macro difference with a task-stratified
   paired-bootstrap interval, and a p-value: McNemar's exact test (a binomial test on the discordant
   pairs) for 0/1 scores under one seed; the Wilcoxon signed-rank test on the seed-averaged per-example
@@ -56,20 +55,20 @@ def is_binary(values: np.ndarray) -> bool:
 
 
 def _binary_variance(m: np.ndarray) -> tuple[float, float, int]:
-    """(mean, variance of the mean over seeds and examples, n examples) of a [seeds, n] 0/1 matrix.
-    The examples' part uses the Agresti-Coull estimate ((k+2)/(n+4)) so it is never 0."""
+    """(mean, variance of the mean over seeds and examples, n examples) of a [seeds, n] 0/1 matrix: the
+    examples' binomial variance p(1-p)/n, plus the variance of the seed means / seeds when there are several."""
     s, n = m.shape
     p = float(m.mean())
-    k = p * n
-    p_ac = (k + 2) / (n + 4)
-    var = p_ac * (1 - p_ac) / (n + 4)
+    var = p * (1 - p) / n
     if s > 1:
         var += float(m.mean(1).var(ddof=1)) / s
     return p, var, n
 
 
 def _wilson_effective(p: float, var: float, n_max: int, alpha: float) -> tuple[float, float, float]:
-    n_eff = n_max if p in (0.0, 1.0) else min(n_max, p * (1 - p) / var)
+    """Wilson at the effective sample size p(1-p)/var (at most n_max; n_max itself when var is 0, i.e.
+    every score is 0 or every score is 1)."""
+    n_eff = n_max if var <= 0 or p in (0.0, 1.0) else min(n_max, p * (1 - p) / var)
     low, high = wilson_interval(p, n_eff, alpha)
     return p, min(low, p), max(high, p)
 

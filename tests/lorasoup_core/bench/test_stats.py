@@ -67,3 +67,10 @@ def test_bad_shapes_name_the_task():
         cell_interval([[1.0, 0.0], [1.0]])
     with pytest.raises(ValueError, match="on 't'"):
         paired_comparison({"t": [[1.0, 0.0]]}, {"t": [[1.0]]})
+
+
+@pytest.mark.parametrize(("k", "n"), [(1, 100), (3, 100), (59, 100), (0, 100)])
+def test_one_seed_is_exactly_wilson_on_the_examples(k, n):
+    mean, low, high = cell_interval([[1.0] * k + [0.0] * (n - k)])
+    ref = sps.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert mean == k / n and (low, high) == pytest.approx((ref.low, ref.high), abs=1e-12)
