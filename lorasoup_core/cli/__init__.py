@@ -13,6 +13,7 @@ from lorasoup_core.cli import data as data_cli
 from lorasoup_core.cli import eval as eval_cli
 from lorasoup_core.cli import models as models_cli
 from lorasoup_core.cli import pool as pool_cli
+from lorasoup_core.cli import report as report_cli
 from lorasoup_core.cli import store as store_cli
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(pool_cli.app, name="pool")
 app.command("eval")(eval_cli.eval_cmd)
 app.command("compose")(compose_cli.compose_cmd)
+app.command("report")(report_cli.report_cmd)
 
 
 def _load_plugins() -> None:

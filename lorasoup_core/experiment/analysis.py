@@ -119,3 +119,21 @@ def analyse(results: list[TargetResult], compare_to: list[str] | None = None) ->
         comparisons += [paired_comparison(scores[m], scores[ref], m, ref) for m in methods
                         if m != ref and m in scores and set(scores[m]) & set(scores[ref])]
     return Analysis(seeds, rows, macro, best, _costs(results, methods), comparisons)
+
+
+def results_from_report(doc: dict[str, Any]) -> list[TargetResult]:
+    """The per-(target, seed) results a published `results.json` holds (rows, per-example scores,
+    throughput), to analyse a finished run again, e.g. against other methods."""
+    if "scores" not in doc:
+        raise ValueError("this results.json has no per-example scores (written before they were kept): "
+                         "re-run the experiment (its cells come from the cache) to publish them")
+    seeds = doc.get("seeds") or [0]
+    out = []
+    for cell, scores in doc["scores"].items():
+        target, _, at = cell.partition("@")
+        seed = int(at) if at else seeds[0]
+        rows = [ResultRow(**{k: v for k, v in r.items() if k != "seed"}) for r in doc["rows_per_seed"]
+                if r["task"] == target and r.get("seed", seed) == seed]
+        out.append(TargetResult(target, "", rows, seed=seed, scores=scores,
+                                throughput=doc.get("throughput", {}).get(cell, {})))
+    return out

@@ -47,3 +47,31 @@ def test_analysis_rows_macro_costs_and_comparisons():
     text = a.markdown()
     assert "Mean over seeds [0, 1]" in text and "| **macro** |" in text and "Best seed" in text
     assert "| icl | 60.0 | 0.500 | – |" in text and "| lorahub | zero-shot | +" in text
+
+
+def test_a_published_results_json_analyses_again(tmp_path):
+    """`lorasoup report` re-reads what publish_report writes (scores per 'target@seed') and gives the same
+    analysis, now against any method of the run."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lorasoup_core.cli import app
+    from lorasoup_core.experiment.analysis import results_from_report
+
+    results = _results()
+    doc = {"seeds": [0, 1], "rows_per_seed": [{**r.to_dict(), "seed": res.seed} for res in results for r in res.rows],
+           "scores": {f"{res.target}@{res.seed}": res.scores for res in results},
+           "throughput": {f"{res.target}@{res.seed}": res.throughput for res in results}}
+    again = analyse(results_from_report(doc), ["icl"])
+    assert again.to_dict() == analyse(results, ["icl"]).to_dict()
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    out = CliRunner().invoke(app, ["report", str(path), "--compare-to", "icl", "--json"])
+    assert out.exit_code == 0, out.output
+    assert {c["reference"] for c in json.loads(out.output)["comparisons"]} == {"icl"}
+    bad = CliRunner().invoke(app, ["report", str(path), "--compare-to", "nope"])
+    assert bad.exit_code == 2 and "not in this run: nope" in bad.output
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in doc.items() if k != "scores"}))
+    assert "no per-example scores" in CliRunner().invoke(app, ["report", str(old)]).output
