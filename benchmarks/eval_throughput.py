@@ -1,13 +1,25 @@
-"""Batched vs one-by-one greedy generation on the same model and BBH examples.
+"""Evaluation throughput on the same prompts, with the predictions of every path compared.
 
-    .venv/bin/python benchmarks/eval_throughput.py --json [--model smollm2-135m] [--examples 32]
-        [--batch-size 16] [--threads 2]
+    .venv/bin/python benchmarks/eval_throughput.py --json                       # all scenarios, SmolLM2-135M
+    .venv/bin/python benchmarks/eval_throughput.py --json --scenario gsm-hard-pal --examples 16
+    .venv/bin/python benchmarks/eval_throughput.py --json --scenario bbh-lora --adapter-rank 80
 
-Prints examples/s of batched generation (left padding, length-sorted batches, stop strings) and of
-one-by-one generation (batch size 1, same settings), their ratio as `speedup`, generated tokens/s,
-prompt tokens per example, and how many outputs agree between the two runs. With the plain BBH
-prompts SmolLM2 stops after ~2 tokens, so the run is prefill-bound; ``--min-new-tokens 24 --no-stop``
-gives a decode-bound run (where batching pays off on a CPU).
+Scenarios (prompts built by the harness; a task's prompts go through one generate call, as in `eval`):
+- bbh-zero-shot: LoraHub's zero-shot format on `--tasks`, `--examples` each;
+- bbh-icl: the same with 3 shared demonstrations in front (`icl_demos: shared`);
+- gsm-hard-pal: PAL's 3-shot code prompt (the sample's train rows) on `--examples` questions;
+- bbh-lora: bbh-zero-shot through a seeded random LoRA of `--adapter-rank` on q/v, unmerged (PEFT's
+  per-layer matmuls) vs merged into the base for the evaluation.
+Paths, each timed end to end (tokenising, padding, decoding):
+- naive: one prompt at a time through HF `generate` (batch 1, no prefix cache);
+- batched: length-bucketed batches (`--batch-size`, `--max-batch-tokens`), left padding, HF `generate`;
+- prefix: batched + the prompts' shared prefix encoded once (bench/prefix.py), HF `generate`;
+- harness: what `eval` and the experiments run: prefix + finished rows leaving the batch (bench/decode.py);
+- limit: a plain forward over the same prompt tokens in the same buckets, no generation: the prefill cost
+  a generating path cannot go below (except by sharing a prefix).
+One JSON line per scenario: examples/s of each path, speedups over naive, `harness_over_limit` (harness
+seconds / limit seconds), prompt and generated tokens per example, and `identical_*`: the fraction of
+examples whose text equals naive's.
 """
 
 from __future__ import annotations
@@ -15,75 +27,159 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import emit  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
+SCENARIOS = ("bbh-zero-shot", "bbh-icl", "gsm-hard-pal", "bbh-lora")
+BBH_TASKS = "boolean_expressions,date_understanding,navigate,sports_understanding"
 
-def bbh_prompts(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """n zero-shot BBH prompts taken round-robin over the tasks (a realistic length mix) and their targets."""
+
+def groups(scenario: str, tasks: list[str], examples: int, seed: int) -> tuple[object, list[list[str]]]:
+    """The benchmark config and, per task, the prompts the harness would generate from."""
     from lorasoup_core.bench import BENCHMARKS
-    from lorasoup_core.data import list_tasks, load_task
+    from lorasoup_core.bench.harness import _prompts, with_settings
+    from lorasoup_core.data import load_task
 
-    config = BENCHMARKS.get("bbh")
-    tasks = [load_task({"source": "bbh", "name": name, "seed": seed}) for name in list_tasks("bbh")]
-    prompts, targets = [], []
-    for i in range(n):
-        task = tasks[i % len(tasks)]
-        example = task.test[i // len(tasks)]
-        prompts.append(config.prompt(task, example))
-        targets.append(example.target)
-    return prompts, targets
+    name = "gsm-hard" if scenario == "gsm-hard-pal" else "bbh"
+    config = with_settings(BENCHMARKS.get(name), {"icl_demos": "shared"})
+    mode = "zero-shot" if scenario in ("bbh-zero-shot", "bbh-lora") else "icl"
+    names = ["gsm-hard"] if name == "gsm-hard" else tasks
+    out = []
+    for task_name in names:
+        task = load_task({"source": config.source, "name": task_name, "seed": seed})
+        out.append(_prompts(config, task, task.test[:examples], mode, 3, seed, None))
+    return config, out
+
+
+def timed_generate(base, prompt_groups, config, model=None, **kw) -> tuple[list[str], float, int, int]:
+    from lorasoup_core.bench import generate
+
+    texts, seconds, prompt_tokens, gen_tokens = [], 0.0, 0, 0
+    for prompts in prompt_groups:
+        res = generate(base, prompts, config.max_new_tokens, list(config.stop), model=model, progress=False, **kw)
+        texts += res.texts
+        seconds += res.seconds
+        prompt_tokens += res.prompt_tokens
+        gen_tokens += res.gen_tokens
+    return texts, seconds, prompt_tokens, gen_tokens
+
+
+def limit_seconds(base, prompt_groups, batch_size: int, max_batch_tokens: int | None, extra: int,
+                  model=None) -> tuple[float, int]:
+    """A plain forward (no cache, no generation) over the prompt tokens, in generate's buckets."""
+    import torch
+
+    from lorasoup_core.bench.generation import plan_batches
+
+    model = model or base.model
+    tok, seconds, tokens = base.tokenizer, 0.0, 0
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        for prompts in prompt_groups:
+            t0 = time.perf_counter()
+            ids = tok(prompts)["input_ids"]
+            with torch.inference_mode():
+                for idx in plan_batches([len(r) for r in ids], batch_size, max_batch_tokens, extra):
+                    enc = tok.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(base.device)
+                    model(**enc, use_cache=False, logits_to_keep=1)
+                    tokens += int(enc["attention_mask"].sum())
+            seconds += time.perf_counter() - t0
+    finally:
+        tok.padding_side = side
+    return seconds, tokens
+
+
+def random_lora(base, rank: int, out: Path) -> Path:
+    """A seeded random LoRA on q/v (PEFT, init_lora_weights=False), small enough to keep text readable."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base.model, LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"],
+                                                       init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.02)
+    peft_model.save_pretrained(out)
+    peft_model.unload()
+    return out
+
+
+def run_scenario(base, scenario: str, args) -> dict:
+    from lorasoup_core.bench.harness import adapter_model
+
+    config, prompt_groups = groups(scenario, args.tasks.split(","), args.examples, args.seed)
+    n = sum(len(g) for g in prompt_groups)
+    result = {"scenario": scenario, "model": args.model, "device": str(base.device), "threads": args.threads,
+              "examples": n, "batch_size": args.batch_size,
+              "max_batch_tokens": args.max_batch_tokens, "max_new_tokens": config.max_new_tokens}
+    timed_generate(base, [prompt_groups[0][:2]], config, batch_size=2)  # warm-up: first-call allocations
+    if scenario == "bbh-lora":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = random_lora(base, args.adapter_rank, Path(tmp) / "lora")
+            runs = {}
+            for merged in (False, True):
+                with adapter_model(base, path, merge=merged) as model:
+                    runs[merged] = timed_generate(base, prompt_groups, config, model=model, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+        (plain, s_plain, _, _), (merged, s_merged, _, _) = runs[False], runs[True]
+        result.update({"adapter_rank": args.adapter_rank, "unmerged_examples_per_s": round(n / s_plain, 3),
+                       "merged_examples_per_s": round(n / s_merged, 3), "merge_speedup": round(s_plain / s_merged, 2),
+                       "identical_merged": sum(a == b for a, b in zip(plain, merged, strict=True)) / n})
+        return result
+    budget = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens}
+    hf = {"prefix_cache": False, "drop_finished": False}
+    naive, s_naive, prompt_tokens, gen_tokens = timed_generate(base, prompt_groups, config, batch_size=1, **hf)
+    runs = {"batched": timed_generate(base, prompt_groups, config, **budget, **hf),
+            "prefix": timed_generate(base, prompt_groups, config, **budget, prefix_cache=True, drop_finished=False),
+            "harness": timed_generate(base, prompt_groups, config, **budget)}
+    s_limit, limit_tokens = limit_seconds(base, prompt_groups, args.batch_size, args.max_batch_tokens,
+                                          config.max_new_tokens)
+    result.update({"naive_examples_per_s": round(n / s_naive, 3)})
+    for name, (_, seconds, _, _) in runs.items():
+        result[f"{name}_examples_per_s"] = round(n / seconds, 3)
+    result["limit_examples_per_s"] = round(n / s_limit, 3)
+    result["limit_prompt_tokens_per_s"] = round(limit_tokens / s_limit, 1)
+    for name, (_, seconds, _, _) in runs.items():
+        result[f"{name}_speedup"] = round(s_naive / seconds, 2)
+    result["harness_over_limit"] = round(runs["harness"][1] / s_limit, 2)
+    result["prompt_tokens_per_example"] = round(prompt_tokens / n, 1)
+    result["gen_tokens_per_example"] = round(gen_tokens / n, 1)
+    for name, (texts, _, _, _) in runs.items():
+        result[f"identical_{name}"] = sum(a == b for a, b in zip(naive, texts, strict=True)) / n
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    parser.add_argument("--tasks", default=BBH_TASKS, help="BBH tasks of the bbh scenarios")
+    parser.add_argument("--examples", type=int, default=16, help="test examples per task")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="padded prompt + new tokens per batch (default: the harness's)")
+    parser.add_argument("--adapter-rank", type=int, default=16, help="rank of the bbh-lora adapter")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 ...")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-new-tokens", type=int, default=0,
-                        help="force at least this many new tokens (no early EOS): a decode-bound run")
-    parser.add_argument("--no-stop", action="store_true", help="ignore the BBH stop strings")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per scenario")
     args = parser.parse_args()
 
     os.environ.setdefault("LORASOUP_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     import torch
 
-    from lorasoup_core.bench import BENCHMARKS, generate
-    from lorasoup_core.bench.metrics import score_all
     from lorasoup_core.models import load_model
 
     torch.set_num_threads(args.threads)
-    base = load_model(args.model, device=args.device)
-    config = BENCHMARKS.get("bbh")
-    prompts, targets = bbh_prompts(args.examples, args.seed)
-    settings = {"max_new_tokens": config.max_new_tokens, "stop": [] if args.no_stop else list(config.stop),
-                "progress": False}
-    if args.min_new_tokens:
-        settings["min_new_tokens"] = args.min_new_tokens
-    generate(base, prompts[:2], batch_size=2, **settings)  # warm-up: first-call allocations, kernels
-    batched = generate(base, prompts, batch_size=args.batch_size, **settings)
-    single = generate(base, prompts, batch_size=1, **settings)
-    result = {
-        "model": args.model, "device": str(base.device), "threads": args.threads, "examples": len(prompts),
-        "batch_size": args.batch_size, "max_new_tokens": config.max_new_tokens, "stop": settings["stop"],
-        "min_new_tokens": args.min_new_tokens,
-        "batched_examples_per_s": round(batched.examples_per_s, 3),
-        "single_examples_per_s": round(single.examples_per_s, 3),
-        "speedup": round(batched.examples_per_s / single.examples_per_s, 2),
-        "batched_gen_tokens_per_s": round(batched.gen_tokens_per_s, 1),
-        "single_gen_tokens_per_s": round(single.gen_tokens_per_s, 1),
-        "prompt_tokens_per_example": round(batched.prompt_tokens_per_example, 1),
-        "gen_tokens_per_example": round(batched.gen_tokens / len(prompts), 1),
-        "same_output_fraction": sum(a == b for a, b in zip(batched.texts, single.texts, strict=True)) / len(prompts),
-        "bbh_accuracy_batched": sum(score_all("bbh", batched.texts, targets)) / len(prompts),
-    }
-    emit(result, args.json)
+    base = load_model(args.model, device=args.device, **({"dtype": args.dtype} if args.dtype else {}))
+    for scenario in SCENARIOS if args.scenario == "all" else (args.scenario,):
+        emit(run_scenario(base, scenario, args), args.json)
 
 
 if __name__ == "__main__":

@@ -85,8 +85,12 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
             subjects.append((baseline, baseline, None))
     for label, mode, adapter in subjects:
         report = evaluate_method(base, target, shots, label, mode, adapter, cfg.eval, seed, cfg.storage)
-        result.rows.append(report.rows[0])
-        result.scores[label] = [p["score"] for p in report.predictions[target.name]]
+        result.rows += report.rows  # the main metric, then companions such as '<label>/mc'
+        preds = report.predictions[target.name]
+        result.scores[label] = [p["score"] for p in preds]
+        for row in report.rows[1:]:
+            metric = row.method.rpartition("/")[2]
+            result.scores[row.method] = [p[metric] for p in preds]
         result.throughput[label] = dict(report.throughput)
         if label in compose_seconds:
             result.throughput[label]["compose_seconds"] = compose_seconds[label]

@@ -11,7 +11,6 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from lorasoup_core.bench import EvalReport, evaluate_task
-from lorasoup_core.bench.suites import GENERIC
 from lorasoup_core.compose import Candidate, ComposerSettings
 from lorasoup_core.compose.target import ComposedAdapter, compose_for_target
 from lorasoup_core.config import StorageConfig
@@ -78,7 +77,6 @@ def evaluate_method(base: BaseRef, target: Task, shots: list[Example], label: st
                     storage: StorageConfig) -> EvalReport:
     """Score one method or baseline on the target's test split, never on the fitting shots."""
     use_storage(storage)  # the store's S3 endpoint, for fetching the adapter
-    generation = GENERIC.model_copy(update={"max_new_tokens": settings.max_new_tokens})
     return evaluate_task(base.load(), target, mode=mode, adapter=adapter.store_uri if adapter else None,
                          limit=settings.limit, k_shot=settings.k_shot, exclude={target.name: {s.input for s in shots}},
-                         seed=seed, batch_size=settings.batch_size, method_label=label, benchmark=generation)
+                         seed=seed, batch_size=settings.batch_size, method_label=label, benchmark=settings.benchmark())

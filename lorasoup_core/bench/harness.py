@@ -83,9 +83,39 @@ def _strip_adapter_layers(model: Any) -> None:
 
 
 @contextlib.contextmanager
-def adapter_model(base: LoadedModel, adapter: str | Path | None) -> Iterator[Any]:
+def _merged(model: Any, adapter: str | Path) -> Iterator[None]:
+    """The adapter merged into the base weights for the block; the base's exact weights are copied back
+    afterwards (PEFT's unmerge subtracts the delta again, which leaves rounding error in the shared base)."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    saved = [(m.get_base_layer().weight, m.get_base_layer().weight.detach().to("cpu", copy=True)) for m in layers]
+    try:
+        model.merge_adapter()
+    except Exception as err:  # e.g. a quantized base layer PEFT cannot merge into: evaluate unmerged
+        log.warning("adapter %s not merged for evaluation (%s: %s); evaluating through the LoRA layers",
+                    adapter, type(err).__name__, err)
+        with torch.no_grad():
+            for weight, original in saved:
+                weight.copy_(original)
+        for m in layers:
+            m.merged_adapters.clear()
+        yield
+        return
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for weight, original in saved:
+                weight.copy_(original)
+
+
+@contextlib.contextmanager
+def adapter_model(base: LoadedModel, adapter: str | Path | None, merge: bool = False) -> Iterator[Any]:
     """The base with a PEFT adapter loaded for the block, unloaded afterwards so the shared base stays
-    exactly as it was."""
+    exactly as it was. ``merge`` folds the adapter into the base weights while the block runs (cheaper
+    per forward than PEFT's extra per-layer matmuls) and restores them bit for bit."""
     if adapter is None:
         yield base.model
         return
@@ -101,9 +131,10 @@ def adapter_model(base: LoadedModel, adapter: str | Path | None) -> Iterator[Any
             raise ValueError(f"adapter {str(adapter)!r} cannot be loaded onto base {base.spec!r}: "
                              f"{type(err).__name__}: {err}") from None
         try:
-            yield model
+            with _merged(model, adapter) if merge else contextlib.nullcontext():
+                yield model
         finally:
-            model.unload()
+            model.unload()  # swaps the base layers back in (no unmerge: _merged restored their weights)
             _strip_adapter_layers(base.model)
 
 
@@ -133,10 +164,22 @@ def cot_query(cot_prompt: str, example: Example) -> str:
     return f"{cot_prompt}\n\nQ: {example.input}\nA: Let's think step by step.\n"
 
 
+def shared_demonstrations(config: BenchmarkConfig, task: Task, examples: list[Example], k: int, seed: int) -> str:
+    """One seeded draw of k train demonstrations for all ``examples`` (none of them is drawn), joined
+    into the prompt prefix every query shares."""
+    evaluated = {e.input for e in examples}
+    pool = [e for e in task.train if e.input not in evaluated]
+    demos = random.Random(f"{seed}:{task.name}:shared").sample(pool, min(k, len(pool)))
+    return "".join(config.demonstration(task, d) + config.demo_separator for d in demos)
+
+
 def _prompts(config: BenchmarkConfig, task: Task, examples: list[Example], mode: str, k_shot: int, seed: int,
              cot_prompt: str | None) -> list[str]:
     if cot_prompt is not None:
         return [cot_query(cot_prompt, e) for e in examples]
+    if mode == "icl" and config.icl_demos == "shared":
+        head = shared_demonstrations(config, task, examples, k_shot, seed)
+        return [head + config.prompt(task, e) for e in examples]
     if mode == "icl":
         rng = random.Random(f"{seed}:{task.name}")
         return [icl_prompt(config, task, e, k_shot, rng) for e in examples]
@@ -190,18 +233,35 @@ def _score_task(base: LoadedModel, model: Any, task: Task, config: BenchmarkConf
     cot = cot_prompt is not None
     max_new = config.cot_max_new_tokens if cot and config.cot_max_new_tokens else config.max_new_tokens
     stop = config.cot_stop if cot else config.stop
-    gen = generate(base, prompts, max_new, list(stop), batch_size, model=model, progress=progress)
+    gen = generate(base, prompts, max_new, list(stop), batch_size, model=model, progress=progress,
+                   prefix_cache=config.prefix_cache, max_batch_tokens=config.max_batch_tokens)
     metric, extras = metrics_for(config, task)
     per_metric = score_predictions(config, task, gen.texts, [e.target for e in examples])
+    choices = _choices(base, model, task, config, prompts, batch_size) if config.multiple_choice else None
+    if choices is not None:
+        extras = (*extras, "mc")
+        per_metric["mc"] = [float(c == e.target.strip()) for c, e in zip(choices, examples, strict=True)]
     rows = []
     for name in (metric, *extras):
         mean, low, high = cell_interval([per_metric[name]], seed=seed)
         method = label if name == metric else f"{label}/{name}"
         rows.append(ResultRow(task.name, method, mean, low, high, len(examples)))
     preds = [{"input": e.input, "target": e.target, "prompt": p, "prediction": t, "score": s,
-              **{name: per_metric[name][i] for name in extras}}
+              **{name: per_metric[name][i] for name in extras}, **({"choice": choices[i]} if choices else {})}
              for i, (e, p, t, s) in enumerate(zip(examples, prompts, gen.texts, per_metric[metric], strict=True))]
     return rows, preds, per_metric[metric], gen
+
+
+def _choices(base: LoadedModel, model: Any, task: Task, config: BenchmarkConfig, prompts: list[str],
+             batch_size: int) -> list[str] | None:
+    """The best option per prompt by log-likelihood, where the task's answer set is closed."""
+    from lorasoup_core.bench.choice import choose, closed_answer_set
+
+    options = closed_answer_set(task)
+    if options is None:
+        log.info("task %s: open answer set, no multiple-choice score", task.name)
+        return None
+    return choose(base, prompts, options, model=model, batch_size=max(1, batch_size // 2))
 
 
 def _label(mode: str, adapter: str | Path | None, cot: bool, method_label: str | None) -> str:
@@ -225,10 +285,17 @@ def evaluate_task(base: LoadedModel, task: Task, mode: str = "zero-shot", adapte
     _check_mode(mode, adapter, cot_prompt is not None)
     config = BENCHMARKS.get(benchmark) if isinstance(benchmark, str) else benchmark or GENERIC
     label = _label(mode, adapter, cot_prompt is not None, method_label)
-    with adapter_model(base, adapter if mode == "adapter" else None) as model:
+    with adapter_model(base, adapter if mode == "adapter" else None, merge=config.merge_adapter) as model:
         rows, preds, scores, gen = _score_task(base, model, task, config, mode, label, limit, k_shot, exclude,
                                                seed, batch_size, cot_prompt, progress)
     return EvalReport(rows, cell_interval([scores], seed=seed), GenerationResult.combine([gen]), {task.name: preds})
+
+
+def with_settings(config: BenchmarkConfig, settings: dict[str, Any] | None) -> BenchmarkConfig:
+    """``config`` with some fields replaced, validated like the config itself."""
+    if not settings:
+        return config
+    return BenchmarkConfig.model_validate({**config.model_dump(), **settings})
 
 
 def benchmark_tasks(benchmark: str, tasks: str | list[str] = "all", path: str | None = None) -> list[str]:
@@ -254,10 +321,11 @@ def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str]
              adapter: str | Path | None = None, limit: int | None = None, k_shot: int = 3,
              exclude: dict[str, set[str]] | None = None, seed: int = 0, batch_size: int = 16,
              method_label: str | None = None, *, cot: bool = False, path: str | None = None,
-             progress: bool = True) -> EvalReport:
+             progress: bool = True, settings: dict[str, Any] | None = None) -> EvalReport:
     """Evaluate a benchmark's tasks: per-task rows, the macro average with its interval (tasks fixed,
-    examples sampled), and throughput totals. ``cot`` uses the official BBH 3-shot chain-of-thought prompts."""
-    config = BENCHMARKS.get(benchmark)
+    examples sampled), and throughput totals. ``cot`` uses the official BBH 3-shot chain-of-thought prompts;
+    ``settings`` overrides BenchmarkConfig fields (e.g. multiple_choice, icl_demos, max_batch_tokens)."""
+    config = with_settings(BENCHMARKS.get(benchmark), settings)
     _check_mode(mode, adapter, cot)
     if cot and not config.cot_max_new_tokens:
         raise ValueError(f"benchmark {benchmark!r} has no chain-of-thought prompts")
@@ -266,7 +334,7 @@ def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str]
     loaded = [load_task({"source": config.source, "name": n, "path": path, "seed": seed}) for n in names]
     label = _label(mode, adapter, cot, method_label)
     rows, preds, per_task, gens = [], {}, {}, []
-    with adapter_model(base, adapter if mode == "adapter" else None) as model:
+    with adapter_model(base, adapter if mode == "adapter" else None, merge=config.merge_adapter) as model:
         for task in loaded:
             cot_prompt = bbh_cot_prompt(task.name, path) if cot else None
             task_rows, preds[task.name], per_task[task.name], gen = _score_task(

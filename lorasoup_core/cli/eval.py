@@ -4,8 +4,14 @@ on a benchmark; per-task scores with 95% bootstrap intervals, the macro average 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 
 import typer
+
+
+class IclDemos(StrEnum):
+    per_example = "per_example"
+    shared = "shared"
 
 
 def eval_cmd(
@@ -22,6 +28,13 @@ def eval_cmd(
     data: str = typer.Option(None, help="Data directory or hub id of the benchmark (default: LORASOUP_DATA_DIR)."),
     seed: int = typer.Option(0, help="Seed for splits, demonstrations and bootstrap."),
     batch_size: int = typer.Option(16, min=1, help="Generation batch size."),
+    max_batch_tokens: int = typer.Option(None, min=1, help="Padded tokens (prompt + new) per batch."),
+    icl_demos: IclDemos = typer.Option(None, help="icl: demonstrations per example or one shared draw "
+                                                  "(default: the benchmark's; gsm-hard: shared)."),
+    multiple_choice: bool = typer.Option(False, "--multiple-choice", help="Also score closed answer sets by "
+                                         "option log-likelihood (rows '<method>/mc')."),
+    prefix_cache: bool = typer.Option(True, help="Encode the prompts' shared prefix once."),
+    merge_adapter: bool = typer.Option(True, help="Merge the adapter into the base weights while scoring."),
     device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (rows, macro, throughput)."),
     predictions: str = typer.Option(None, help="Write per-example predictions to this JSON file."),
@@ -39,10 +52,12 @@ def eval_cmd(
         raise typer.BadParameter(str(err), param_hint="--benchmark") from None
     if adapter and mode != "adapter":
         raise typer.BadParameter(f"--adapter is used in mode 'adapter', not {mode!r}", param_hint="--mode")
+    settings = {"multiple_choice": multiple_choice, "prefix_cache": prefix_cache, "merge_adapter": merge_adapter,
+                "max_batch_tokens": max_batch_tokens, **({"icl_demos": icl_demos.value} if icl_demos else {})}
     try:
         base = load_model(model, device=device)
         report = evaluate_benchmark(base, benchmark, tasks, mode, adapter, limit, k_shot, seed=seed, batch_size=batch_size,
-                          cot=cot, path=data)
+                                    cot=cot, path=data, settings=settings)
     except (LookupError, ValueError) as err:  # unknown task/mode, bad data, bad adapter, registry miss
         raise typer.BadParameter(str(err)) from None
     if predictions:

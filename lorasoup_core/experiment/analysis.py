@@ -116,8 +116,10 @@ def analyse(results: list[TargetResult], compare_to: list[str] | None = None) ->
     for ref in compare_to or []:
         if ref not in scores:
             continue
+        # a companion metric ('method/mc') is compared only with the same metric of the reference
         comparisons += [paired_comparison(scores[m], scores[ref], m, ref) for m in methods
-                        if m != ref and m in scores and set(scores[m]) & set(scores[ref])]
+                        if m != ref and m in scores and set(scores[m]) & set(scores[ref])
+                        and m.partition("/")[2] == ref.partition("/")[2]]
     return Analysis(seeds, rows, macro, best, _costs(results, methods), comparisons)
 
 

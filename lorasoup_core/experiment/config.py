@@ -7,7 +7,7 @@ methods with their own settings, and the evaluation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
@@ -15,6 +15,9 @@ from lorasoup_core.compose import ComposerSettings, settings_for
 from lorasoup_core.config import StrictModel, load_config
 from lorasoup_core.data import TaskSpec, parse_spec
 from lorasoup_core.pool.config import PoolFile
+
+if TYPE_CHECKING:
+    from lorasoup_core.bench.suites import BenchmarkConfig
 
 Baseline = Literal["zero-shot", "icl", "datamix"]
 
@@ -61,6 +64,22 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(16, ge=1, description="Generation batch size.")
     baselines: list[Baseline] = Field(["zero-shot", "icl"], description="Baselines evaluated beside the composers.")
     max_new_tokens: int = Field(16, ge=1, description="Greedy generation budget per example (LoraHub's: 256).")
+    icl_demos: Literal["per_example", "shared"] = Field(
+        "per_example", description="ICL demonstrations drawn per test example, or one draw shared by all.")
+    multiple_choice: bool = Field(False, description="Also score closed answer sets by option log-likelihood "
+                                  "(reported as '<method>/mc' beside exact match).")
+    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens per generation batch.")
+    merge_adapter: bool = Field(True, description="Merge the evaluated adapter into the base weights while "
+                                "scoring (restored exactly afterwards).")
+
+    def benchmark(self) -> BenchmarkConfig:
+        """The generation settings of an evaluation of composed targets."""
+        from lorasoup_core.bench.suites import GENERIC  # torch: not needed to validate a config
+
+        return GENERIC.model_copy(update={"max_new_tokens": self.max_new_tokens, "icl_demos": self.icl_demos,
+                                          "multiple_choice": self.multiple_choice,
+                                          "max_batch_tokens": self.max_batch_tokens,
+                                          "merge_adapter": self.merge_adapter})
 
 
 class MethodVariant(StrictModel):

@@ -3,6 +3,8 @@ naming its data source, default tasks, prompt and generation settings and metric
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from lorasoup_core.config import StrictModel
@@ -28,6 +30,17 @@ class BenchmarkConfig(StrictModel):
         None, description="Budget with the official chain-of-thought prompts; None: no CoT prompts exist.")
     cot_stop: tuple[str, ...] = Field(("\n\nQ:",), description="Stop strings with chain-of-thought prompts.")
     path: str | None = Field(None, description="Data path or hub id; None: the source's default.")
+    icl_demos: Literal["per_example", "shared"] = Field(
+        "per_example", description="ICL demonstrations drawn per example, or one seeded draw shared by every "
+        "example of a task (one fixed prompt prefix, as PAL's prompt and LoraHub's ICL baseline).")
+    multiple_choice: bool = Field(False, description="Where a task's answers form a closed set, also score each "
+                                  "option's log-likelihood and report the best option's accuracy as '<method>/mc'.")
+    prefix_cache: bool = Field(True, description="Encode the prompts' shared token prefix once (causal models); "
+                               "predictions are those of the uncached path.")
+    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens (prompt + new) per generation "
+                                         "batch; None: batch_size rows whatever their length.")
+    merge_adapter: bool = Field(True, description="Merge an evaluated LoRA into the base weights for the "
+                                "evaluation (no per-layer adapter overhead), restoring the exact weights after.")
 
     def prompt(self, task: Task, example: Example) -> str:
         template = self.template or task.template

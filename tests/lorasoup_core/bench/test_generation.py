@@ -48,3 +48,31 @@ def test_bad_generation_arguments(tiny_llama):
         generate(tiny_llama, ["a"], batch_size=0)
     with pytest.raises(ValueError, match="kind"):
         generate((tiny_llama.model, tiny_llama.tokenizer, "decoder"), ["a"])
+
+
+@pytest.mark.parametrize("stop", [[], ["\n"], ["a", "e"], ["Q"]])
+def test_dropping_finished_rows_gives_the_tokens_of_hf_generate(tiny_llama, stop):
+    """bench/decode.py drops rows at EOS or a stop string; HF's generate pads them: same texts, same counts."""
+    prompts = PROMPTS + ["Q: 12+30\nA:", "hello", "The quick brown fox jumps over the lazy dog. " * 3]
+    kw = {"max_new_tokens": 20, "stop": stop, "batch_size": 3, "progress": False}
+    dropped = generate(tiny_llama, prompts, **kw)
+    hf = generate(tiny_llama, prompts, drop_finished=False, **kw)
+    assert dropped.texts == hf.texts and dropped.gen_tokens == hf.gen_tokens
+    assert len({len(t) for t in hf.texts}) > 1  # rows really finish at different steps
+
+
+def test_a_generation_config_with_logits_processors_keeps_hf_generate(tiny_llama):
+    from lorasoup_core.bench.decode import supports_row_dropping
+
+    model = tiny_llama.model
+    assert supports_row_dropping(model)
+    before = generate(tiny_llama, PROMPTS, 12, progress=False).texts
+    model.generation_config.repetition_penalty = 5.0
+    try:
+        assert not supports_row_dropping(model)
+        penalised = generate(tiny_llama, PROMPTS, 12, progress=False)
+        assert penalised.texts == generate(tiny_llama, PROMPTS, 12, drop_finished=False, progress=False).texts
+        assert penalised.texts != before
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+    assert supports_row_dropping(model)

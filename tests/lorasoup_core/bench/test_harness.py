@@ -6,6 +6,7 @@ import torch
 
 from lorasoup_core.bench import evaluate_benchmark, evaluate_task
 from lorasoup_core.bench.harness import adapter_model
+from lorasoup_core.bench.suites import GENERIC
 from lorasoup_core.data import DataError, load_task
 from lorasoup_core.plugins import UnknownPluginError
 from lorasoup_core.storage import open_store
@@ -138,3 +139,32 @@ def test_bad_inputs_fail_clearly(tiny_llama, tiny_t5, shared_data, random_adapte
         evaluate_benchmark(tiny_llama, "bbh", "empty", path=str(tmp_path / "bbh"))
     with pytest.raises(DataError, match="fields.json.*target"):
         evaluate_benchmark(tiny_llama, "bbh", "fields", path=str(tmp_path / "bbh"))
+
+
+def test_merged_evaluation_matches_the_lora_layers_and_restores_the_base_bit_for_bit(tiny_llama, random_adapters):
+    base, path = tiny_llama, random_adapters["causal"]
+    weights = {k: v.clone() for k, v in base.model.state_dict().items()}
+    with adapter_model(base, path, merge=False) as model:
+        layered = logits(base, model)
+    with adapter_model(base, path, merge=True) as model:
+        merged = logits(base, model)
+        assert any(not torch.equal(v, weights[k]) for k, v in base.model.state_dict().items() if k in weights)
+    assert torch.allclose(merged, layered, atol=1e-5)
+    after = base.model.state_dict()
+    assert after.keys() == weights.keys() and all(torch.equal(after[k], weights[k]) for k in weights)
+    task = load_task({"source": "skills", "name": "add", "n_test": 6})
+    kw = {"mode": "adapter", "adapter": path, "progress": False}
+    on = evaluate_task(base, task, **kw)
+    off = evaluate_task(base, task, benchmark=GENERIC.model_copy(update={"merge_adapter": False}), **kw)
+    assert [p["prediction"] for p in on.predictions["add"]] == [p["prediction"] for p in off.predictions["add"]]
+
+
+def test_shared_demonstrations_are_one_prefix_and_never_an_evaluated_example(tiny_llama, shared_data):
+    rep = evaluate_benchmark(tiny_llama, "bbh", "navigate", "icl", limit=6, k_shot=3, progress=False,
+                             settings={"icl_demos": "shared"})
+    preds = rep.predictions["navigate"]
+    heads = {p["prompt"][: p["prompt"].index(p["input"])] for p in preds}
+    assert len(heads) == 1 and sum(e.input in heads.pop() for e in load_task("bbh:navigate").train) == 3
+    assert all(p["prompt"].count(p["input"]) == 1 for p in preds)
+    with pytest.raises(ValueError, match="icl_demos"):
+        evaluate_benchmark(tiny_llama, "bbh", "navigate", "icl", limit=1, settings={"icl_demos": "some"})
