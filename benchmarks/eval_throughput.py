@@ -160,9 +160,9 @@ def main() -> None:
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument("--tasks", default=BBH_TASKS, help="BBH tasks of the bbh scenarios")
     parser.add_argument("--examples", type=int, default=16, help="test examples per task")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-batch-tokens", type=int, default=None,
-                        help="padded prompt + new tokens per batch (default: the harness's)")
+    parser.add_argument("--batch-size", type=int, default=64, help="most rows per batch (the harness's default)")
+    parser.add_argument("--max-batch-tokens", type=int, default=4096,
+                        help="padded prompt + new tokens per batch (the harness's default)")
     parser.add_argument("--adapter-rank", type=int, default=16, help="rank of the bbh-lora adapter")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")

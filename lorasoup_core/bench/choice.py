@@ -96,8 +96,11 @@ def _seq2seq_batch(model: Any, pad_id: int, contexts: list[list[int]], conts: li
 
 @torch.inference_mode()
 def option_logliks(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence[str], options: Sequence[str],
-                   model: Any = None, batch_size: int = 8, progress: bool = False) -> list[list[float]]:
-    """log P(option | prompt) summed over the option's tokens, for every prompt and option (prompt order)."""
+                   model: Any = None, batch_size: int = 8, progress: bool = False,
+                   max_batch_tokens: int | None = None) -> list[list[float]]:
+    """log P(option | prompt) summed over the option's tokens, for every prompt and option (prompt order).
+    A batch holds at most ``batch_size`` prompts, and with ``max_batch_tokens`` at most that many context
+    tokens over all its option rows (each option row carries a copy of its prompt's cache)."""
     base_model, tok, kind, device = _unpack(loaded)
     model = model if model is not None else base_model
     if len(options) < 2:
@@ -111,8 +114,9 @@ def option_logliks(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence
         batch_fn = _causal_batch
     results: list[list[float]] = [[] for _ in prompts]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    for idx in tqdm(plan_batches([len(c) for c in contexts], batch_size), desc="options", disable=not progress,
-                    leave=False):
+    budget = max(1, max_batch_tokens // len(options)) if max_batch_tokens else None
+    for idx in tqdm(plan_batches([len(c) for c in contexts], batch_size, budget), desc="options",
+                    disable=not progress, leave=False):
         scores = batch_fn(model, pad_id, [contexts[i] for i in idx], [conts[i] for i in idx], device)
         for i, row in zip(idx, scores, strict=True):
             results[i] = row
@@ -120,7 +124,7 @@ def option_logliks(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence
 
 
 def choose(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence[str], options: Sequence[str],
-           model: Any = None, batch_size: int = 8) -> list[str]:
+           model: Any = None, batch_size: int = 8, max_batch_tokens: int | None = None) -> list[str]:
     """The highest-likelihood option per prompt (ties go to the earlier option)."""
-    scores = option_logliks(loaded, prompts, options, model, batch_size)
+    scores = option_logliks(loaded, prompts, options, model, batch_size, max_batch_tokens=max_batch_tokens)
     return [options[max(range(len(options)), key=row.__getitem__)] for row in scores]

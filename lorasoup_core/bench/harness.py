@@ -261,7 +261,7 @@ def _choices(base: LoadedModel, model: Any, task: Task, config: BenchmarkConfig,
     if options is None:
         log.info("task %s: open answer set, no multiple-choice score", task.name)
         return None
-    return choose(base, prompts, options, model=model, batch_size=max(1, batch_size // 2))
+    return choose(base, prompts, options, model=model, batch_size=batch_size, max_batch_tokens=config.max_batch_tokens)
 
 
 def _label(mode: str, adapter: str | Path | None, cot: bool, method_label: str | None) -> str:
@@ -274,7 +274,7 @@ def _label(mode: str, adapter: str | Path | None, cot: bool, method_label: str |
 
 def evaluate_task(base: LoadedModel, task: Task, mode: str = "zero-shot", adapter: str | Path | None = None,
                   limit: int | None = None, k_shot: int = 3, exclude: dict[str, set[str]] | None = None,
-                  seed: int = 0, batch_size: int = 16, method_label: str | None = None, *,
+                  seed: int = 0, batch_size: int = 64, method_label: str | None = None, *,
                   benchmark: str | BenchmarkConfig | None = None, cot_prompt: str | None = None,
                   progress: bool = True) -> EvalReport:
     """Score any Task's test split (minus the ``exclude``d inputs, e.g. a composition's few-shot examples).
@@ -319,7 +319,7 @@ def benchmark_tasks(benchmark: str, tasks: str | list[str] = "all", path: str | 
 
 def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str] = "all", mode: str = "zero-shot",
              adapter: str | Path | None = None, limit: int | None = None, k_shot: int = 3,
-             exclude: dict[str, set[str]] | None = None, seed: int = 0, batch_size: int = 16,
+             exclude: dict[str, set[str]] | None = None, seed: int = 0, batch_size: int = 64,
              method_label: str | None = None, *, cot: bool = False, path: str | None = None,
              progress: bool = True, settings: dict[str, Any] | None = None) -> EvalReport:
     """Evaluate a benchmark's tasks: per-task rows, the macro average with its interval (tasks fixed,

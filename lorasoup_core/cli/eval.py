@@ -27,8 +27,8 @@ def eval_cmd(
     cot: bool = typer.Option(False, help="BBH icl with the official 3-shot chain-of-thought prompts."),
     data: str = typer.Option(None, help="Data directory or hub id of the benchmark (default: LORASOUP_DATA_DIR)."),
     seed: int = typer.Option(0, help="Seed for splits, demonstrations and bootstrap."),
-    batch_size: int = typer.Option(16, min=1, help="Generation batch size."),
-    max_batch_tokens: int = typer.Option(None, min=1, help="Padded tokens (prompt + new) per batch."),
+    batch_size: int = typer.Option(64, min=1, help="Most rows per generation batch."),
+    max_batch_tokens: int = typer.Option(4096, min=1, help="Padded tokens (prompt + new) per batch."),
     icl_demos: IclDemos = typer.Option(None, help="icl: demonstrations per example or one shared draw "
                                                   "(default: the benchmark's; gsm-hard: shared)."),
     multiple_choice: bool = typer.Option(False, "--multiple-choice", help="Also score closed answer sets by "

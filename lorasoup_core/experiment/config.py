@@ -61,14 +61,15 @@ class TargetConfig(StrictModel):
 class EvalConfig(StrictModel):
     limit: int | None = Field(50, ge=1, description="Test examples scored per target (None = all).")
     k_shot: int = Field(3, ge=1, description="Demonstrations in the ICL baseline's prompt.")
-    batch_size: int = Field(16, ge=1, description="Generation batch size.")
+    batch_size: int = Field(64, ge=1, description="Most rows per generation batch (see max_batch_tokens).")
     baselines: list[Baseline] = Field(["zero-shot", "icl"], description="Baselines evaluated beside the composers.")
     max_new_tokens: int = Field(16, ge=1, description="Greedy generation budget per example (LoraHub's: 256).")
     icl_demos: Literal["per_example", "shared"] = Field(
         "per_example", description="ICL demonstrations drawn per test example, or one draw shared by all.")
     multiple_choice: bool = Field(False, description="Also score closed answer sets by option log-likelihood "
                                   "(reported as '<method>/mc' beside exact match).")
-    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens per generation batch.")
+    max_batch_tokens: int | None = Field(4096, gt=0, description="Padded tokens (prompt + new) per generation "
+                                         "batch: short prompts share big batches, long ones small; None: no limit.")
     merge_adapter: bool = Field(True, description="Merge the evaluated adapter into the base weights while "
                                 "scoring (restored exactly afterwards).")
 
