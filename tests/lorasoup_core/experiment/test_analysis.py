@@ -75,3 +75,13 @@ def test_a_published_results_json_analyses_again(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({k: v for k, v in doc.items() if k != "scores"}))
     assert "no per-example scores" in CliRunner().invoke(app, ["report", str(old)]).output
+
+
+def test_companion_metrics_are_compared_only_with_the_same_metric():
+    results = _results()
+    for res in results:  # multiple-choice companions beside exact match
+        for m in ("lorahub", "zero-shot"):
+            res.rows.append(ResultRow(res.target, f"{m}/mc", 0.5, 0.0, 1.0, 4))
+            res.scores[f"{m}/mc"] = [1.0, 0.0, 1.0, 0.0]
+    pairs = {(c.method, c.reference) for c in analyse(results, compare_to=["zero-shot", "zero-shot/mc"]).comparisons}
+    assert pairs == {("lorahub", "zero-shot"), ("icl", "zero-shot"), ("lorahub/mc", "zero-shot/mc")}

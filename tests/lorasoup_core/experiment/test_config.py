@@ -33,3 +33,16 @@ def test_study_config_variants_and_comparisons():
         load_experiment(STUDY, ["compare_to=[nope]"])
     # the default (zero-shot) applies only where zero-shot is evaluated
     assert load_experiment("configs/demo.yaml", ["eval.baselines=[icl]"]).compare_to == []
+
+
+def test_eval_settings_reach_the_generation_config():
+    from pydantic import ValidationError
+
+    from lorasoup_core.experiment.config import EvalConfig
+
+    config = EvalConfig(multiple_choice=True, icl_demos="shared", max_batch_tokens=512, merge_adapter=False,
+                        max_new_tokens=7).benchmark()
+    assert (config.multiple_choice, config.icl_demos, config.max_batch_tokens, config.merge_adapter,
+            config.max_new_tokens) == (True, "shared", 512, False, 7)
+    with pytest.raises(ValidationError, match="icl_demos"):
+        EvalConfig(icl_demos="sometimes")
