@@ -17,6 +17,9 @@ def embed_texts(base: LoadedModel, texts: list[str], batch_size: int = 16, max_l
     encoder's states for seq2seq models, the decoder stack's (before the LM head) for causal ones."""
     if not texts:
         raise ValueError("embed_texts needs at least one text")
+    from lorasoup_core.data.prompts import keep_start
+
+    texts = keep_start(texts, max_length)  # only the first max_length tokens are embedded: tokenise no more
     model, tok = base.model, base.tokenizer
     body = model.get_encoder() if base.kind == "seq2seq" else model.get_decoder()
     side = tok.padding_side

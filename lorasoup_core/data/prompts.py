@@ -5,6 +5,12 @@ falls on target tokens only. Seq2seq: the prompt feeds the encoder, the target i
 
 A prompt over `max_length` tokens loses its start, never its end (where BBH puts the question and
 the options), and every cut is counted in the `lorasoup.data` log.
+
+Text is cut to `max_length * CHARS_PER_TOKEN` characters *before* tokenising (a prompt keeps its end,
+a target its start): a 50 MB row costs tens of kilobytes of tokenising, not gigabytes of token ids.
+CHARS_PER_TOKEN is above the longest token of the tokenizers in use (byte-level: 1 byte; SmolLM2's
+longest is 81 characters, a newline and 80 spaces), so a cut text still has more than `max_length`
+tokens and the token-level cut below is the one that decides what the model sees.
 """
 
 from __future__ import annotations
@@ -16,7 +22,25 @@ from typing import Any
 import torch
 
 IGNORE = -100
+CHARS_PER_TOKEN = 128  # a bound on characters per token (see the module docstring)
 log = logging.getLogger("lorasoup.data")
+
+
+def char_cap(max_length: int) -> int:
+    """Characters of one text worth tokenising when at most `max_length` tokens are kept."""
+    return max_length * CHARS_PER_TOKEN
+
+
+def keep_end(texts: Sequence[str], max_length: int) -> list[str]:
+    """Each text cut to its last `char_cap(max_length)` characters (prompts lose their start)."""
+    cap = char_cap(max_length)
+    return [t if len(t) <= cap else t[-cap:] for t in texts]
+
+
+def keep_start(texts: Sequence[str], max_length: int) -> list[str]:
+    """Each text cut to its first `char_cap(max_length)` characters (targets lose their end)."""
+    cap = char_cap(max_length)
+    return [t if len(t) <= cap else t[:cap] for t in texts]
 
 
 def _report_cuts(cut: int, total: int, max_length: int) -> None:
@@ -35,7 +59,7 @@ def encode_causal(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str]
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     rows = []
     cut = 0
-    for prompt, target in zip(prompts, targets, strict=True):
+    for prompt, target in zip(keep_end(prompts, max_length), keep_start(targets, max_length), strict=True):
         p = _ids(tokenizer, prompt)
         t = _ids(tokenizer, " " + target) + eos
         t = t[:max_length]
@@ -58,6 +82,7 @@ def encode_causal(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str]
 
 def encode_seq2seq(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], max_length: int = 256,
                    ) -> dict[str, torch.Tensor]:
+    prompts, targets = keep_end(prompts, max_length), keep_start(targets, max_length)
     side = tokenizer.truncation_side
     tokenizer.truncation_side = "left"  # keep the end of the prompt: the question and its options
     try:

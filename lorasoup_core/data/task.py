@@ -43,6 +43,7 @@ class Task:
     metric: str = "exact_match"
     source: str = ""  # where it came from (a path, a hub id, "skills:<seed>")
     components: tuple[str, ...] = ()  # the upstream tasks a composed task is built from, when known (oracle)
+    files: dict[str, str] = field(default_factory=dict)  # split -> the file it was read from (error messages)
 
     def prompt(self, example: Example | str) -> str:
         text = example.input if isinstance(example, Example) else example
@@ -69,13 +70,24 @@ class Task:
         })
 
     def check(self, where: str | None = None) -> Task:
-        """Raise DataError for an empty task or a test example that also appears in train."""
+        """Raise DataError for an empty task, or for test inputs that also appear in train or validation.
+
+        Overlap is refused, never silently dropped: a test input seen in training (or used to pick the
+        checkpoint) makes test scores meaningless, and which side should keep it is the data owner's call.
+        The message names the test file, the other split's file, how many test rows overlap and the first."""
         where = where or self.source or self.name
         if not self.train and not self.test:
             raise DataError(f"{where}: task {self.name!r} has no examples")
-        train_inputs = {e.input: i for i, e in enumerate(self.train)}
-        for row, ex in enumerate(self.test):
-            if ex.input in train_inputs:
-                raise DataError(f"{where}: task {self.name!r}: test row {row} repeats train row "
-                                f"{train_inputs[ex.input]} ({ex.input[:60]!r})")
+        for other in ("train", "validation"):
+            seen = {e.input: i for i, e in enumerate(self.split(other))}
+            rows = [r for r, e in enumerate(self.test) if e.input in seen]
+            if not rows:
+                continue
+            test_file = self.files.get("test", where)
+            other_file = self.files.get(other)
+            in_other = f"the {other} split" + (f" ({other_file})" if other_file and other_file != test_file else "")
+            first = self.test[rows[0]].input
+            raise DataError(f"{test_file}: task {self.name!r}: {len(rows)} of {len(self.test)} test inputs also appear "
+                            f"in {in_other}; first: test row {rows[0]} ({first[:60]!r}); remove them from one side "
+                            "(test scores on inputs seen in training or validation are not test scores)")
         return self

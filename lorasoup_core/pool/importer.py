@@ -1,15 +1,30 @@
 """Import existing PEFT LoRA adapters (local directories, hub repos, LoraHub's pool) into the registry.
 
-Each adapter is checked against the base model before it is registered: every adapted module must
-exist in the base with the shapes the LoRA factors need (A [r, in], B [out, r]). A different
-`base_model_name_or_path` is only a warning (the same weights go by many names); a shape or module
-mismatch, or a feature a LoRA composition cannot represent (DoRA, embedding LoRA, `modules_to_save`),
-rejects that adapter with a reason naming it, and the others still register.
+Each adapter is checked before it is registered, and a failing one is rejected with one line naming it
+and the reason while the others still register:
+
+- every adapted module must exist in the base with the shapes the LoRA factors need (A [r, in],
+  B [out, r]); a different `base_model_name_or_path` is only a warning (the same weights go by many names);
+- features a LoRA composition cannot represent (DoRA, embedding LoRA, `modules_to_save` ...) are refused
+  with the feature named (`adapters.factors.unsupported_features`, the check composition also runs);
+- weights are read from safetensors only: a pickle `adapter_model.bin` is refused (unpickling can run
+  code; convert it to safetensors), a truncated or corrupt safetensors file is refused;
+- every factor must be finite with |w| <= MAX_ABS_WEIGHT (1e4): trained LoRA factors are O(1), and a
+  factor of 1e4 already makes an update beyond float16's range once multiplied with its partner;
+- the files read or copied (config, weights, examples, card) must not be symbolic links to places
+  outside the adapter directory (a hub download's links into its own cache repo are fine).
+
+An imported adapter is never trusted like a trained one. Its card's metrics are kept only as
+`claimed_<name>` (never `val_loss`, so it never competes for `champion`), its card's task and name are
+kept only when no trained adapter of the pool has that name (else `<name>-imported`, so it never becomes
+the `latest` version of a trained task), and its embedding is recomputed from `examples.jsonl` when
+there is one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -21,23 +36,28 @@ from lorasoup_core.adapters import CARD_FILE, AdapterCard, read_lora_factors, sl
 from lorasoup_core.adapters.factors import UnsupportedAdapter
 from lorasoup_core.fingerprint import sha256_file, sha256_json
 from lorasoup_core.models import LoadedModel
-from lorasoup_core.registry import AdapterRegistry, AdapterVersion
+from lorasoup_core.registry import AdapterRegistry, AdapterVersion, model_name
 
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+SAFETENSORS = "adapter_model.safetensors"
+PICKLE = "adapter_model.bin"
+WEIGHT_FILES = (SAFETENSORS, PICKLE)
 EXAMPLE_FILES = ("examples.jsonl", "examples.json")  # optional: inputs the adapter was trained on
+MAX_EXAMPLES = 64  # examples embedded for the card's embedding
+MAX_ABS_WEIGHT = 1e4  # a LoRA factor entry beyond this is refused (trained factors are O(1))
+CLAIMED = "claimed_"  # prefix of the metrics an imported card claims (never val_loss itself)
 # LoraHub's published pool: ~200 flan-t5-large LoRAs under the `lorahub` hub organisation.
 HUB_POOLS = {"lorahub:flan-t5-large": ("lorahub", "flan_t5_large")}
 _TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 class AdapterMismatch(ValueError):
-    """An adapter that cannot be applied to the base model; the message says why."""
+    """An adapter that cannot be (safely) imported; the message names it and says why."""
 
 
 @dataclass
 class ImportReport:
     ok: dict[str, AdapterVersion] = field(default_factory=dict)  # source -> its registered version
-    rejected: dict[str, str] = field(default_factory=dict)  # source -> why it was not registered
+    rejected: dict[str, str] = field(default_factory=dict)  # source -> why it was not registered (one line)
     warnings: dict[str, list[str]] = field(default_factory=dict)  # source -> notes (registered anyway)
 
 
@@ -67,21 +87,39 @@ def expand_sources(sources: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def resolve_source(src: str) -> Path:
     """A local adapter directory for `src`: the path itself, or a download of the hub repo."""
+    return _resolve(src)[0]
+
+
+def _resolve(src: str) -> tuple[Path, Path]:
+    """(adapter directory, the directory its files may link into): the directory itself for a local
+    source; a hub download's cache repo (its snapshot files are links into the repo's blobs/)."""
     path = Path(src).expanduser()
     if path.exists():
         if not path.is_dir():
             raise AdapterMismatch(f"{src}: not a directory (a PEFT adapter is a directory with adapter_config.json)")
-        return path
+        return path, path
     if src.count("/") != 1 or src.startswith((".", "/", "~")):
         raise AdapterMismatch(f"{src}: no such directory, and not a hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
     try:  # offline, this still finds a repo already in the local cache
-        return Path(snapshot_download(src, allow_patterns=["*.json", *WEIGHT_FILES, *EXAMPLE_FILES]))
+        snap = Path(snapshot_download(src, allow_patterns=["*.json", SAFETENSORS, *EXAMPLE_FILES]))
     except Exception as err:
         why = ("not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if hub_offline()
                else f"{type(err).__name__}: {err}")
         raise AdapterMismatch(f"{src}: cannot download the hub adapter ({why})") from None
+    return snap, (snap.parent.parent if snap.parent.name == "snapshots" else snap)
+
+
+def check_links(adapter_dir: Path, label: str, root: Path | None = None) -> None:
+    """Refuse files the importer reads or copies that are symbolic links out of the adapter directory
+    (or `root`): following one would publish whatever it points at into the shared store."""
+    inside = (root or adapter_dir).resolve()
+    for name in ("adapter_config.json", *WEIGHT_FILES, *EXAMPLE_FILES, CARD_FILE):
+        path = adapter_dir / name
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise AdapterMismatch(f"{label}: {name} is a symbolic link to {path.resolve()}, outside the adapter "
+                                  "directory; refusing to import it (copy the file into the directory instead)")
 
 
 def _in_out(module: Any) -> tuple[int, int] | None:
@@ -96,8 +134,48 @@ def _in_out(module: Any) -> tuple[int, int] | None:
     return None
 
 
-def check_adapter(adapter_dir: Path, base: LoadedModel, label: str) -> tuple[dict[str, Any], dict[str, int], list[str]]:
-    """Raise AdapterMismatch unless the LoRA fits `base`; returns (adapter config, {module: rank}, warnings)."""
+def _unreadable(err: Exception) -> str:
+    """One line for weights that could not be read (never a loader's advice to turn safety checks off)."""
+    from safetensors import SafetensorError
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    if "weights_only" in text:
+        text = "not a plain tensor file"
+    if isinstance(err, SafetensorError):
+        return f"{SAFETENSORS} is not a readable safetensors file, truncated or corrupt ({text})"
+    return f"unreadable LoRA weights ({type(err).__name__}: {text[:300]})"
+
+
+def check_values(factors: dict[str, tuple[Any, Any]], scaling: dict[str, float], label: str) -> None:
+    """Refuse non-finite factors and entries (or a scaling alpha / r) beyond MAX_ABS_WEIGHT, naming the tensor."""
+    import torch
+
+    problems = []
+    for module, (a, b) in factors.items():
+        for half, t in (("lora_A", a), ("lora_B", b)):
+            tensor = f"{module}.{half}.weight"
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                bad = t[~finite].float()
+                kinds = [k for k, hit in (("NaN", bool(bad.isnan().any())), ("inf", bool((bad == math.inf).any())),
+                                          ("-inf", bool((bad == -math.inf).any()))) if hit]
+                problems.append(f"tensor {tensor} has {bad.numel()} non-finite values ({', '.join(kinds)})")
+            elif t.numel() and (peak := float(t.abs().max())) > MAX_ABS_WEIGHT:
+                problems.append(f"tensor {tensor} has |w| = {peak:.3g}, over the limit of {MAX_ABS_WEIGHT:g} "
+                                "for LoRA factors (trained ones are about 1)")
+        value = scaling.get(module)
+        if value is not None and not (math.isfinite(value) and abs(value) <= MAX_ABS_WEIGHT):
+            problems.append(f"module {module}: scaling alpha / r = {value:g} is not finite or over {MAX_ABS_WEIGHT:g}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise AdapterMismatch(f"{label}: broken or hostile weights: {problems[0]}{more}")
+
+
+def check_adapter(adapter_dir: Path, base: LoadedModel, label: str, root: Path | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, int], list[str]]:
+    """Raise AdapterMismatch unless the LoRA is safe to read and fits `base`; returns (adapter config,
+    {module: rank}, warnings). `root`: where the files may link to (default: `adapter_dir`)."""
+    check_links(adapter_dir, label, root)
     cfg_path = adapter_dir / "adapter_config.json"
     if not cfg_path.is_file():
         raise AdapterMismatch(f"{label}: not a PEFT adapter (no adapter_config.json in {adapter_dir})")
@@ -105,10 +183,15 @@ def check_adapter(adapter_dir: Path, base: LoadedModel, label: str) -> tuple[dic
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise AdapterMismatch(f"{label}: adapter_config.json is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise AdapterMismatch(f"{label}: adapter_config.json is not a JSON object")
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise AdapterMismatch(f"{label}: peft_type is {config.get('peft_type')!r}; only LoRA adapters can be imported")
-    if not any((adapter_dir / f).is_file() for f in WEIGHT_FILES):
-        raise AdapterMismatch(f"{label}: no adapter weights ({' or '.join(WEIGHT_FILES)}) in {adapter_dir}")
+    if not (adapter_dir / SAFETENSORS).is_file():
+        if (adapter_dir / PICKLE).is_file():
+            raise AdapterMismatch(f"{label}: {PICKLE} holds pickle weights, which lorasoup never loads (unpickling "
+                                  f"can run code); convert them to safetensors ({SAFETENSORS}) and import again")
+        raise AdapterMismatch(f"{label}: no adapter weights ({SAFETENSORS}) in {adapter_dir}")
     warnings = []
     named = config.get("base_model_name_or_path")
     if named and named != base.spec:
@@ -117,11 +200,12 @@ def check_adapter(adapter_dir: Path, base: LoadedModel, label: str) -> tuple[dic
     if task_type and task_type != _TASK_TYPES[base.kind]:
         warnings.append(f"{label}: task_type {task_type} but the base is a {base.kind} model")
     try:
-        factors, _ = read_lora_factors(adapter_dir)
+        factors, scaling = read_lora_factors(adapter_dir)
     except UnsupportedAdapter as err:  # DoRA, embedding LoRA, modules_to_save ...: the reason names the feature
         raise AdapterMismatch(f"{label}: {err.reason}") from None
-    except (ValueError, OSError, RuntimeError) as err:
-        raise AdapterMismatch(f"{label}: unreadable LoRA weights: {err}") from None
+    except Exception as err:  # truncated or corrupt files, odd configs: this adapter only
+        raise AdapterMismatch(f"{label}: {_unreadable(err)}") from None
+    check_values(factors, scaling, label)
     modules = dict(base.model.named_modules())
     problems = []
     for name, (a, b) in factors.items():
@@ -143,62 +227,144 @@ def check_adapter(adapter_dir: Path, base: LoadedModel, label: str) -> tuple[dic
     return config, {name: int(a.shape[0]) for name, (a, _) in factors.items()}, warnings
 
 
-def _examples(adapter_dir: Path) -> list[str]:
+def _examples(adapter_dir: Path, label: str) -> list[str]:
+    """Up to MAX_EXAMPLES inputs from examples.jsonl / examples.json (strings, or objects with `input`)."""
     for fname in EXAMPLE_FILES:
         path = adapter_dir / fname
-        if path.is_file():
+        if not path.is_file():
+            continue
+        try:
             text = path.read_text(encoding="utf-8")
-            rows = [json.loads(x) for x in text.splitlines() if x.strip()] if fname.endswith("l") else json.loads(text)
-            return [r["input"] if isinstance(r, dict) else str(r) for r in rows][:64]
+            if fname.endswith("l"):
+                rows = []
+                for line_no, line in enumerate(text.splitlines(), start=1):
+                    if line.strip() and len(rows) < MAX_EXAMPLES:
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as err:
+                            raise AdapterMismatch(f"{label}: {fname}: line {line_no}: invalid JSON ({err.msg})") from None
+            else:
+                rows = json.loads(text)
+        except UnicodeDecodeError:
+            raise AdapterMismatch(f"{label}: {fname} is not UTF-8 text") from None
+        except json.JSONDecodeError as err:
+            raise AdapterMismatch(f"{label}: {fname}: invalid JSON at line {err.lineno} ({err.msg})") from None
+        if not isinstance(rows, list):
+            raise AdapterMismatch(f"{label}: {fname}: expected a list of examples")
+        texts = []
+        for i, row in enumerate(rows[:MAX_EXAMPLES]):
+            value = row.get("input") if isinstance(row, dict) else row
+            if not isinstance(value, str) or not value.strip():
+                raise AdapterMismatch(f"{label}: {fname}: row {i}: expected a non-empty string or an object with a "
+                                      "string 'input'")
+            texts.append(value)
+        return texts
     return []
 
 
-def stage_import(src: str, adapter_dir: Path, base: LoadedModel, out: Path) -> tuple[AdapterCard, list[str]]:
-    """Check the adapter and write a registrable copy (PEFT files + an `imported` card) to `out`."""
-    config, modules, warnings = check_adapter(adapter_dir, base, src)
-    weights = next(adapter_dir / f for f in WEIGHT_FILES if (adapter_dir / f).is_file())
+def _card_embedding(old: AdapterCard | None, base: LoadedModel) -> list[float]:
+    """The old card's embedding when it is for this base and well-formed, else []."""
+    if old is None or old.base_fingerprint != base.fingerprint or not old.embedding:
+        return []
+    size = getattr(base.model.config, "hidden_size", None)
+    values = old.embedding
+    if (isinstance(size, int) and len(values) != size) or not all(math.isfinite(v) for v in values):
+        return []
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values] if norm > 0 else []
+
+
+def _unclaimed_name(registry: AdapterRegistry, base: LoadedModel, name: str, task: str) -> str | None:
+    """None when no trained (or composed) adapter on `base` uses `name` or `task`; else a free
+    `<name>-imported` name, so an import never becomes the newest version of a pool task."""
+    others = [v for v in registry.list(base_model=base.spec) if v.origin != "imported"]
+    taken = {v.name for v in others} | {model_name(base.spec, v.task) for v in others}
+    if model_name(base.spec, name) not in taken and model_name(base.spec, task) not in taken:
+        return None
+    n, free = 1, slug(f"{name}-imported")
+    while model_name(base.spec, free) in taken:
+        n += 1
+        free = slug(f"{name}-imported-{n}")
+    return free
+
+
+def stage_import(src: str, adapter_dir: Path, base: LoadedModel, out: Path, registry: AdapterRegistry | None = None,
+                 root: Path | None = None) -> tuple[AdapterCard, list[str]]:
+    """Check the adapter and write a registrable copy (PEFT files + an `imported` card) to `out`.
+
+    The card claims nothing: an old lorasoup card's metrics are kept as `claimed_*`, its name and task
+    only when `registry` has no trained adapter of that name (else `<name>-imported`), its embedding
+    only when there are no examples to compute one from."""
+    config, modules, warnings = check_adapter(adapter_dir, base, src, root)
+    texts = _examples(adapter_dir, src)
     out.mkdir(parents=True)
-    for f in ("adapter_config.json", weights.name, *EXAMPLE_FILES):
+    for f in ("adapter_config.json", SAFETENSORS, *EXAMPLE_FILES):
         if (adapter_dir / f).is_file():
             shutil.copy2(adapter_dir / f, out / f)
-    name = slug(src.rstrip("/").rsplit("/", 1)[-1])
     old = None
-    if (adapter_dir / CARD_FILE).is_file():  # a lorasoup adapter: keep its task name and embedding
+    if (adapter_dir / CARD_FILE).is_file():  # a lorasoup adapter: its name, task, metrics are claims
         try:
             old = AdapterCard.read(adapter_dir)
         except ValueError:
             warnings.append(f"{src}: its {CARD_FILE} is invalid and was ignored")
+    same_base = old is not None and old.base_fingerprint == base.fingerprint
+    name = old.name if old else slug(src.rstrip("/").rsplit("/", 1)[-1])
+    task = old.task if old else name
+    data_fp, config_fp = sha256_file(out / SAFETENSORS), sha256_json(config)
+    if registry is not None and registry.find(base.fingerprint, data_fp, config_fp) is None:
+        free = _unclaimed_name(registry, base, name, task)
+        if free is not None:
+            warnings.append(f"{src}: trained adapters for {task!r} are registered on {base.spec}; imported as "
+                            f"{free!r} so that it never replaces them")
+            name = task = free
+    training: dict[str, Any] = {"imported_from": src, "base_model_name_or_path": config.get("base_model_name_or_path")}
+    if old is not None:
+        training["claimed"] = {"name": old.name, "task": old.task, "origin": old.origin, "base_model": old.base_model,
+                               "created_at": old.created_at}
     embedding: list[float] = []
-    if old is not None and old.base_fingerprint == base.fingerprint:
-        embedding = old.embedding
-    elif texts := _examples(adapter_dir):
+    if texts:
         from lorasoup_core.adapters.embed import centroid, embed_texts
 
         embedding = centroid(embed_texts(base, texts))
+        training["embedding_from"] = f"{len(texts)} examples"
+    elif embedding := _card_embedding(old, base):
+        training["embedding_from"] = "its card (unverified)"
+        warnings.append(f"{src}: no {' or '.join(EXAMPLE_FILES)}: the task embedding is its card's, unverified")
+    else:
+        warnings.append(f"{src}: no {' or '.join(EXAMPLE_FILES)} (inputs it was trained on): no task embedding, "
+                        "so the embedding filter skips it")
+    claimed = {k if k.startswith(CLAIMED) else CLAIMED + k: float(v) for k, v in (old.metrics if same_base else {}
+                                                                                 ).items() if math.isfinite(v)}
     card = AdapterCard(
-        name=old.name if old else name, task=old.task if old else name, base_model=base.spec,
-        base_fingerprint=base.fingerprint, data_fingerprint=sha256_file(weights),
-        config_fingerprint=sha256_json(config),
-        training={"imported_from": src, "base_model_name_or_path": config.get("base_model_name_or_path")},
-        metrics=dict(old.metrics) if old and old.base_fingerprint == base.fingerprint else {},
-        rank=max(modules.values()), alpha=float(config.get("lora_alpha", 8)),
-        target_modules=sorted({m.rsplit(".", 1)[-1] for m in modules}), embedding=embedding, origin="imported")
+        name=name, task=task, base_model=base.spec, base_fingerprint=base.fingerprint, data_fingerprint=data_fp,
+        config_fingerprint=config_fp, training=training, metrics=claimed, rank=max(modules.values()),
+        alpha=float(config.get("lora_alpha", 8)), target_modules=sorted({m.rsplit(".", 1)[-1] for m in modules}),
+        embedding=embedding, origin="imported")
     card.write(out)
     return card, warnings
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
 def import_adapters(sources: list[str], base: LoadedModel, registry: AdapterRegistry) -> ImportReport:
-    """Check and register each source; a failing source is reported in `rejected`, the rest register."""
+    """Check and register each source; a failing source is reported in `rejected` (one line naming it),
+    the rest register."""
     report = ImportReport()
     expanded, report.rejected = expand_sources(list(sources))
     with tempfile.TemporaryDirectory(prefix="lorasoup-import-") as tmp:
         for i, src in enumerate(expanded):
+            staged = Path(tmp) / f"staged-{i}"
             try:
-                adapter_dir = resolve_source(src)
-                card, warnings = stage_import(src, adapter_dir, base, Path(tmp) / f"staged-{i}")
-                report.ok[src] = registry.register(card, Path(tmp) / f"staged-{i}")
+                adapter_dir, root = _resolve(src)
+                card, warnings = stage_import(src, adapter_dir, base, staged, registry, root)
+                report.ok[src] = registry.register(card, staged)
             except AdapterMismatch as err:
-                report.rejected[src] = str(err)
+                report.rejected[src] = _one_line(str(err))
+                continue
+            except Exception as err:  # anything else about this one adapter: report it, import the others
+                report.rejected[src] = _one_line(f"{src}: cannot import it ({type(err).__name__}: {err})")
                 continue
             if warnings:
                 report.warnings[src] = warnings

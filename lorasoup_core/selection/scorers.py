@@ -4,13 +4,17 @@ built from, when the target says so: an upper bound for the others)."""
 
 from __future__ import annotations
 
+import logging
 import random as _random
 
+import numpy as np
 import torch
 
 from lorasoup_core.compose import CompositionError, FewShot, Stack, applied
 from lorasoup_core.compose.centroid import similarities
 from lorasoup_core.selection.base import FILTERS
+
+logger = logging.getLogger("lorasoup.selection")
 
 
 @FILTERS.register("random")
@@ -34,11 +38,38 @@ def loss_filter(base, cands, target, shots, spec, log):
     return out
 
 
+def _embedding_problem(c, size: int | None) -> str | None:
+    """Why a candidate's stored embedding cannot be compared (None when it can)."""
+    if c.card is None or not c.card.embedding:
+        return ("no stored embedding (its card lacks one; an adapter imported without examples.jsonl has none)")
+    e = np.asarray(c.card.embedding, dtype=float)
+    if size is not None and e.shape != (size,):
+        return f"its stored embedding has size {e.size}, the base model's hidden size is {size}"
+    if not np.isfinite(e).all() or not np.linalg.norm(e) > 0:
+        return "its stored embedding is not finite or is all zeros"
+    return None
+
+
 @FILTERS.register("embedding")
 def embedding_filter(base, cands, target, shots, spec, log):
-    """Cosine between the shots' embedding centroid and each adapter card's stored embedding."""
-    sims = similarities(base, cands, target, shots)
-    return {c.name: float(s) for c, s in zip(cands, sims, strict=True)}
+    """Cosine between the shots' embedding centroid and each adapter card's stored embedding.
+
+    Adapters without a usable stored embedding (e.g. imported without examples) are skipped with a
+    warning naming them, in the log and the `lorasoup.selection` logger; the others are ranked."""
+    size = getattr(getattr(base.model, "config", None), "hidden_size", None)
+    usable = []
+    for c in cands:
+        why = _embedding_problem(c, size if isinstance(size, int) else None)
+        if why is None:
+            usable.append(c)
+            continue
+        line = f"embedding: skipped adapter {c.name!r}: {why}"
+        log.append(line)
+        logger.warning("%s: %s", target.name, line)
+    if not usable:
+        return {}
+    sims = similarities(base, usable, target, shots)
+    return {c.name: float(s) for c, s in zip(usable, sims, strict=True)}
 
 
 @FILTERS.register("oracle")

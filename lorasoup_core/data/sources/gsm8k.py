@@ -35,7 +35,7 @@ def _example(row: Row) -> Example:
 def gsm8k(spec: TaskSpec) -> Task:
     """GSM8K word problems, target = the final number (LORASOUP_DATA_DIR/gsm8k/{train,test}.jsonl).
 
-    Validation is 50 seed-chosen train rows; a single .jsonl `path` is split by seed (8 train, rest test)."""
+    Validation is 10% of the train rows (at most 50, seed-chosen); a single .jsonl `path` is split by seed (8 train, rest test)."""
     root = data_dir("gsm8k", spec.path)
     if root.is_file():
         splits = {"train": [_example(r) for r in read_rows(root)]}
@@ -44,4 +44,6 @@ def gsm8k(spec: TaskSpec) -> Task:
         files = {s: root / f"{s}.jsonl" for s in ("train", "test")}
         splits = {s: [_example(r) for r in read_rows(f)] for s, f in files.items()}
         train, val, test = assemble(splits, spec.seed, spec.n_train, spec.n_validation, spec.n_test)
+        return Task(spec.name, train, val, test, template=TEMPLATE, metric="gsm8k", source=str(root),
+                    files={"train": str(files["train"]), "validation": str(files["train"]), "test": str(files["test"])})
     return Task(spec.name, train, val, test, template=TEMPLATE, metric="gsm8k", source=str(root))

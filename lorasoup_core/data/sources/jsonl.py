@@ -40,7 +40,10 @@ def json_files(spec: TaskSpec) -> Task:
     files = {"train": path} if path.is_file() else _split_files(path)
     splits: dict[str, list[Example]] = {s: examples(read_rows(f, key), inp, tgt) for s, f in files.items()}
     train, val, test = assemble(splits, spec.seed, spec.n_train, spec.n_validation, spec.n_test)
-    return Task(spec.name, train, val, test, source=str(path))
+    named = {s: str(f) for s, f in files.items()}
+    if "validation" not in named and "train" in named:  # carved from the train file
+        named["validation"] = named["train"]
+    return Task(spec.name, train, val, test, source=str(path), files=named)
 
 
 def _list(path: str | None) -> list[str]:

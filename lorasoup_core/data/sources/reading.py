@@ -4,6 +4,7 @@ file sources share."""
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,32 @@ class Row:
     where: str  # "row 3", or "row 3 (line 5)" for JSONL
 
     def get(self, name: str) -> str:
+        """The field as text: a string as is, a number written plainly (`3`, `2.5`); a missing or null
+        field, a boolean, a list or an object is a DataError naming the file, the row and the field."""
         if not isinstance(self.data, dict):
             raise DataError(f"{self.path}: {self.where}: expected an object, got {type(self.data).__name__}")
-        value = self.data.get(name)
-        if value is None:
+        if name not in self.data:
             raise DataError(f"{self.path}: {self.where}: missing field {name!r} (has: {', '.join(sorted(self.data))})")
-        return str(value)
+        if self.data[name] is None:
+            raise DataError(f"{self.path}: {self.where}: field {name!r} is null")
+        return self._text(name, self.data[name])
 
     def optional(self, name: str) -> str:
         value = self.data.get(name) if isinstance(self.data, dict) else None
-        return "" if value is None else str(value)
+        return "" if value is None else self._text(name, value)
+
+    def _text(self, name: str, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DataError(f"{self.path}: {self.where}: field {name!r} is {value}; expected a finite number")
+            return str(value)
+        kind = {bool: "a boolean", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise DataError(f"{self.path}: {self.where}: field {name!r} is {kind} ({shown}); expected a string or "
+                        "a number (write it as a string to use it as text)")
 
 
 def read_text(path: Path) -> str:
@@ -93,12 +110,23 @@ def split(examples: list[Example], seed: int, n_train: int | None, n_validation:
 
 
 VALIDATION_NAMES = ("validation", "valid", "dev")
+VALIDATION_FRACTION = 0.1  # of the train split, when validation is carved from it (capped, at least 1)
+
+
+def carved_validation(n_train: int, n_validation: int | None, cap: int) -> int:
+    """Validation rows carved from `n_train` train rows: `n_validation` when given, else 10% capped at `cap`
+    (at least 1); at least one row always stays for training (40 rows: 4 validation, 36 train)."""
+    if n_train < 2:
+        return 0
+    want = max(1, min(cap, int(n_train * VALIDATION_FRACTION))) if n_validation is None else n_validation
+    return min(want, n_train - 1)
 
 
 def assemble(splits: dict[str, list[Example]], seed: int, n_train: int | None, n_validation: int | None,
              n_test: int | None, default_validation: int = 50) -> tuple[list, list, list]:
     """Official splits (train / validation|valid|dev / test), capped. Without an official validation
-    split one is carved from the seed-shuffled train split; a lone split is divided by `split`."""
+    split one is carved from the seed-shuffled train split (`carved_validation`: 10%, at most
+    `default_validation`); a lone split is divided by `split`."""
     val_name = next((n for n in VALIDATION_NAMES if n in splits), None)
     if len(splits) == 1:
         pool = next(iter(splits.values()))
@@ -108,7 +136,7 @@ def assemble(splits: dict[str, list[Example]], seed: int, n_train: int | None, n
         val = splits[val_name][:n_validation]
     else:
         random.Random(seed).shuffle(train)
-        n_va = min(default_validation if n_validation is None else n_validation, max(len(train) - 1, 0))
+        n_va = carved_validation(len(train), n_validation, default_validation)
         val, train = train[:n_va], train[n_va:]
     test = splits.get("test", [])
     return train[:n_train], val, test[:n_test]

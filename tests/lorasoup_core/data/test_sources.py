@@ -159,7 +159,9 @@ def test_bad_source_files(tmp_path):
 def test_train_test_overlap_names_the_row(tmp_path, source):
     _write_jsonl(tmp_path / "train.jsonl", [{"input": "x", "target": "1"}, {"input": "y", "target": "2"}])
     _write_jsonl(tmp_path / "test.jsonl", [{"input": "z", "target": "3"}, {"input": "y", "target": "2"}])
-    with pytest.raises(DataError, match=f"{tmp_path}: task 'd': test row 1 repeats train row 1"):
+    where = tmp_path / "test.jsonl" if source == "jsonl" else tmp_path
+    with pytest.raises(DataError, match=f"{where}: task 'd': 1 of 2 test inputs also appear in the train split"
+                                        r".*first: test row 1 \('y'\)"):
         load_task({"source": source, "name": "d", "path": str(tmp_path), "n_validation": 0})
 
 
