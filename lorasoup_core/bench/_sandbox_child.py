@@ -1,10 +1,11 @@
-"""The sandboxed child (executed as ``python -I -c <this source> RESULT_FD CODE_PATH ENTRY GUARDS``).
+"""The sandboxed child (``python -I -c <this source> RESULT_FD CODE_PATH ENTRY GUARDS SITE_DIRS``).
 
 Runs as the unprivileged sandbox user with the sandbox directory as cwd. Before the generated code
 runs it empties the environment and (unless GUARDS is "0", a test-only switch for checking the OS
 layers alone) installs in-process guards: socket stubs and an audit hook that refuses network,
 process creation, ctypes, introspection of other frames' objects, and file access outside the
-sandbox directory (reads of the Python installation excepted, so imports work).
+sandbox directory (reads of the Python installation excepted, so imports work). SITE_DIRS, a JSON
+list, names site-packages to add first: a staged interpreter (setuid mode) is outside the venv.
 
 The audit hook is a second layer, not the sandbox: CPython documents that audit hooks cannot stop
 determined code. Namespaces, the unprivileged uid and rlimits set by the parent are what contain
@@ -18,6 +19,7 @@ import builtins
 import json
 import operator
 import os
+import site
 import sys
 import traceback
 
@@ -38,7 +40,7 @@ _WRITE_PATH_EVENTS = {
 _LIST_PATH_EVENTS = frozenset({"os.listdir", "os.scandir"})
 
 
-def _install_guards(sandbox: str) -> None:
+def _install_guards(sandbox: str, site_dirs: list) -> None:
     import socket  # imported now so that the stubs below are what user code sees
 
     def blocked(*_args, **_kwargs):
@@ -56,7 +58,7 @@ def _install_guards(sandbox: str) -> None:
     # Everything the hook uses is bound here, in immutable form, so user code cannot retarget it.
     realpath, fspath, fsdecode, sep = os.path.realpath, os.fspath, os.fsdecode, os.sep
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    read_roots = tuple(sorted({realpath(p) for p in prefixes}))
+    read_roots = tuple(sorted({realpath(p) for p in (*prefixes, *site_dirs)}))
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     denied_prefixes, denied_imports = _DENIED_EVENT_PREFIXES, _DENIED_IMPORTS
     write_events, list_events, read_files = dict(_WRITE_PATH_EVENTS), _LIST_PATH_EVENTS, _READ_FILES
@@ -136,11 +138,14 @@ def _describe(exc: BaseException) -> str:
 
 def main() -> None:
     result_fd, code_path, entry, guards = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    site_dirs = json.loads(sys.argv[5])
     with open(code_path, encoding="utf-8") as f:
         source = f.read()
-    os.environ.clear()  # Python's locale coercion may have added LC_CTYPE; user code sees nothing
+    for directory in site_dirs:
+        site.addsitedir(directory)
+    os.environ.clear()  # locale coercion may have added LC_CTYPE, setuid mode LD_LIBRARY_PATH
     if guards != "0":
-        _install_guards(os.path.realpath(os.getcwd()))
+        _install_guards(os.path.realpath(os.getcwd()), site_dirs)
     main_pid = os.getpid()
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
