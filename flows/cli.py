@@ -16,14 +16,19 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _check_config(path: Path, overrides: list[str] | None = None):
+def _check_config(path: Path, overrides: list[str] | None = None, remote: bool | None = None):
     """Validate the experiment config (with its overrides) before Prefect starts: a bad file is one
-    message and exit 2."""
+    message and exit 2. `remote` False: the steps run here, so the tasks' data must load here too (a GPU
+    worker's data is not this machine's to check)."""
     from lorasoup_core.config import ConfigError
     from lorasoup_core.experiment import load_experiment
+    from lorasoup_core.experiment.config import check_task_data
 
     try:
-        return load_experiment(path, overrides)
+        cfg = load_experiment(path, overrides)
+        if remote is False:
+            check_task_data(cfg, pool=not cfg.pool.dask_address)  # a Dask cluster trains on its own data
+        return cfg
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config/--set") from None
 
@@ -37,7 +42,7 @@ def register(app: typer.Typer) -> None:
                                             "VALUE), e.g. --set seeds=[0] --set eval.limit=20; repeatable."),
     ) -> None:
         """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
-        cfg = _check_config(config, overrides)
+        cfg = _check_config(config, overrides, remote)
         _prefect_defaults()
         from flows.experiment import experiment
 

@@ -13,6 +13,7 @@ batched forward, for optimizers whose algorithm does not change with k).
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from typing import Literal
@@ -20,7 +21,8 @@ from typing import Literal
 import nevergrad as ng
 import numpy as np
 import torch
-from pydantic import Field
+from nevergrad.optimization.base import Optimizer
+from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
@@ -44,14 +46,24 @@ def _algorithm(opt) -> str:
     return getattr(opt, "optim", opt).name  # e.g. NGOpt -> "Cobyla" with one worker at budget 40
 
 
+def unknown_optimizer(name: str) -> str | None:
+    """Why `name` is no nevergrad optimizer (with the closest names: the registry holds ~500), or None."""
+    if name in ng.optimizers.registry:
+        return None
+    lower = {n.lower(): n for n in ng.optimizers.registry}
+    close = [lower[n] for n in difflib.get_close_matches(name.lower(), list(lower), n=4)]
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return (f"unknown nevergrad optimizer {name!r}; {hint}e.g. NGOpt, CMA, TwoPointsDE, OnePlusOne, PSO, Cobyla "
+            "(all: nevergrad.optimizers.registry)")
+
+
 def make_optimizer(name: str, n: int, bound: float, budget: int, seed: int, workers: int = 1):
     """The named nevergrad optimizer over the original parametrization. Asking for `workers` points at once
     must not silently switch algorithms (NGOpt does: COBYLA with one worker, MetaModel with four)."""
-    try:
-        cls = ng.optimizers.registry[name]
-    except KeyError:
-        raise CompositionError(f"unknown nevergrad optimizer {name!r}; e.g. NGOpt, CMA, TwoPointsDE, "
-                               "OnePlusOne, PSO, Cobyla") from None
+    problem = unknown_optimizer(name)
+    if problem:
+        raise CompositionError(problem)
+    cls = ng.optimizers.registry[name]
     opt = cls(parametrization=parametrization(n, bound, seed), budget=budget, num_workers=workers)
     if workers > 1:
         alone = _algorithm(cls(parametrization=parametrization(n, bound, seed), budget=budget, num_workers=1))
@@ -61,6 +73,34 @@ def make_optimizer(name: str, n: int, bound: float, budget: int, seed: int, work
                 "name an optimizer whose algorithm does not depend on it (CMA, TwoPointsDE, PSO ...) "
                 "or set population 1")
     return opt
+
+
+def stop_search(opt: Optimizer) -> None:
+    """Stop the background threads of recast optimizers (NGOpt's COBYLA at budget 40, BFGS ...), also inside
+    meta-optimizers: one left waiting for a `tell` that never comes keeps the process from exiting."""
+    seen: set[int] = set()
+    todo = [opt]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        thread = getattr(o, "_messaging_thread", None)
+        if thread is not None:
+            thread.stop()  # harmless when the search already ended
+        for v in vars(o).values():
+            items = v if isinstance(v, list | tuple) else v.values() if isinstance(v, dict) else [v]
+            todo.extend(x for x in items if isinstance(x, Optimizer))
+
+
+def _not_finite(stack: Stack, target: str, w: np.ndarray, value: float) -> CompositionError:
+    """A NaN/inf objective, naming the candidates at fault: a broken adapter is the usual cause."""
+    weights = ", ".join(f"{n}={x:.3f}" for n, x in zip(stack.names, w, strict=True))
+    broken = stack.nonfinite()
+    cause = (f"candidate(s) with NaN/inf weights: {', '.join(broken)}; retrain them or leave them out of the pool"
+             if broken else "no candidate has NaN/inf weights, so the loss itself overflowed (try dtype float32 "
+             "or a smaller bound)")
+    return CompositionError(f"lorahub objective is {value} for target {target!r} at weights {{{weights}}}: {cause}")
 
 
 class LorahubSettings(ObjectiveSettings):
@@ -82,6 +122,14 @@ class LorahubSettings(ObjectiveSettings):
                             "when it would change the optimizer's algorithm.")
     bound: float = Field(1.5, gt=0, description="Weights searched in [-bound, bound].")
     l1: float = Field(0.05, ge=0, description="objective += l1 * mean |w|.")
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        problem = unknown_optimizer(name)  # at config load, not after the pool is trained
+        if problem:
+            raise ValueError(problem)
+        return name
 
 
 class Objective:
@@ -125,32 +173,38 @@ def lorahub(inp: Inputs[LorahubSettings]) -> ComposerOutput:
     objective_seconds: list[float] = []  # the same without the optimizer's ask/tell
     best = (math.inf, np.zeros(len(stack)))
     bar = tqdm(total=cfg.budget, desc=f"lorahub {inp.target.name}", leave=False)
-    with objective:
-        # Always spend the whole budget: some optimizers (Cobyla) hang process exit otherwise.
-        while len(trace) < cfg.budget:
-            start = time.perf_counter()
-            asked = [opt.ask() for _ in range(min(workers, cfg.budget - len(trace)))]
-            w = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
-            t0 = time.perf_counter()
-            values = objective(w)
-            objective_seconds.extend([(time.perf_counter() - t0) / len(asked)] * len(asked))
-            for c, wi, v in zip(asked, w, values, strict=True):
-                if not math.isfinite(v):
-                    raise CompositionError(f"lorahub objective is {v} at weights {np.round(wi, 3).tolist()} "
-                                           f"(target {inp.target.name!r}); check the candidates for NaN weights")
-                opt.tell(c, float(v))
-                trace.append(float(v))
-                evaluated.append(wi.tolist())
-                if v < best[0]:
-                    best = (float(v), wi)
-            seconds.extend([(time.perf_counter() - start) / len(asked)] * len(asked))
-            bar.update(len(asked))
-        if cfg.result == "recommendation":
-            w = np.asarray(opt.provide_recommendation().value, dtype=np.float64)
-            final = float(objective(w)[0])
-        else:
-            final, w = best
-    bar.close()
+    try:
+        with objective:
+            while len(trace) < cfg.budget:  # the whole budget, as the original
+                start = time.perf_counter()
+                asked = [opt.ask() for _ in range(min(workers, cfg.budget - len(trace)))]
+                w = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])
+                t0 = time.perf_counter()
+                try:
+                    values = objective(w)
+                except Exception as err:
+                    err.add_note(f"lorahub search for target {inp.target.name!r} over candidates "
+                                 f"{', '.join(stack.names)}: evaluation {len(trace) + 1} of {cfg.budget} failed")
+                    raise
+                objective_seconds.extend([(time.perf_counter() - t0) / len(asked)] * len(asked))
+                for c, wi, v in zip(asked, w, values, strict=True):
+                    if not math.isfinite(v):  # never told: nevergrad would search on, or stop on, garbage
+                        raise _not_finite(stack, inp.target.name, wi, float(v))
+                    opt.tell(c, float(v))
+                    trace.append(float(v))
+                    evaluated.append(wi.tolist())
+                    if v < best[0]:
+                        best = (float(v), wi)
+                seconds.extend([(time.perf_counter() - start) / len(asked)] * len(asked))
+                bar.update(len(asked))
+            if cfg.result == "recommendation":
+                w = np.asarray(opt.provide_recommendation().value, dtype=np.float64)
+                final = float(objective(w)[0])
+            else:
+                final, w = best
+    finally:  # on any error too: a recast optimizer's thread still waiting would hang process exit
+        stop_search(opt)
+        bar.close()
     engine = objective.engine
     return ComposerOutput(w.tolist(), engine.factors(torch.as_tensor(w)), trace, diagnostics={
         "final_objective": final, "evaluated": evaluated, "algorithm": _algorithm(opt),

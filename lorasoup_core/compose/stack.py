@@ -80,6 +80,11 @@ class Stack:
     def __len__(self) -> int:
         return len(self.names)
 
+    def nonfinite(self) -> list[str]:
+        """Candidates with a NaN or inf in their factors (they make every composition's output NaN)."""
+        return [name for i, name in enumerate(self.names)
+                if not all(bool(torch.isfinite(x[i]).all()) for x in (*self.A.values(), *self.B.values()))]
+
     def lorahub(self, w: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """(sum w_i A_i, sum w_i s_i B_i) per module: LoraHub's formula, cross terms included."""
         self.check_lorahub()

@@ -6,15 +6,17 @@ methods with their own settings, and the evaluation.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from lorasoup_core.compose import ComposerSettings, settings_for
-from lorasoup_core.config import StrictModel, load_config
-from lorasoup_core.data import TaskSpec, parse_spec
-from lorasoup_core.pool.config import PoolFile
+from lorasoup_core.config import ConfigError, ModelConfig, StrictModel, load_config
+from lorasoup_core.data import COMPOSED_TASKS, DataError, TaskSpec, list_tasks, load_task, parse_spec
+from lorasoup_core.data.spec import get_source
+from lorasoup_core.pool.config import PoolConfig, PoolFile
 
 if TYPE_CHECKING:
     from lorasoup_core.bench.suites import BenchmarkConfig
@@ -32,6 +34,56 @@ def _known(registry: Any, names: Any) -> Any:
         except UnknownPluginError as err:
             raise ValueError(str(err)) from None
     return names
+
+
+# Sources whose `name` picks one of the tasks their lister names (file sources take any name).
+_NAMED_SOURCES = ("skills", "bbh")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _on_hub(spec: TaskSpec) -> bool:
+    """A hub dataset id (e.g. lukaemon/bbh): not looked up while validating, which must work offline."""
+    path = spec.path
+    return spec.source == "hf" or (bool(path) and not Path(path).expanduser().exists() and "/" in path
+                                   and not path.startswith(("/", ".", "~")))
+
+
+def check_task_name(spec: TaskSpec | dict | str) -> TaskSpec:
+    """A task spec whose source is known and, for skills and BBH, whose task exists (BBH: when its data is
+    on this machine; a GPU worker may hold data this one lacks, see `check_task_data`)."""
+    s = parse_spec(spec)
+    get_source(s.source)  # unknown source: lists the known ones
+    if s.source not in _NAMED_SOURCES or _on_hub(s):
+        return s
+    try:
+        known = list_tasks(s.source, s.path)
+    except DataError:
+        return s
+    if s.name not in known:
+        raise ValueError(f"unknown {s.source} task {s.name!r}; known: {', '.join(known)}")
+    return s
+
+
+def check_task_data(cfg: ExperimentConfig, pool: bool = True) -> None:
+    """Load every target (and, with `pool`, every pool task) as this machine would: for runs whose steps
+    run here, so missing data or a bad task is found before any training. Hub datasets are left out."""
+    specs = [(f"targets.{i}.task", t.task) for i, t in enumerate(cfg.targets)]
+    specs += [(f"pool.tasks.{i}", t) for i, t in enumerate(cfg.pool.tasks)] if pool else []
+    oracle = any("oracle" in cfg.selection_of(m).filters for m in cfg.methods)
+    problems = []
+    for where, spec in specs:
+        if _on_hub(parse_spec(spec)):
+            continue
+        try:
+            task = load_task(spec)
+        except (ValueError, OSError) as err:  # DataError is a ValueError
+            problems.append(f"  {where}: {err}")
+            continue
+        if oracle and where.startswith("targets") and not task.components:
+            problems.append(f"  {where}: the oracle filter needs a target built from pool tasks (a composed "
+                            f"skill); {task.name!r} names none")
+    if problems:
+        raise ConfigError("\n".join([f"config {cfg.name!r}: task data ({len(problems)} problem(s))", *problems]))
 
 
 class SelectionConfig(StrictModel):
@@ -56,6 +108,12 @@ class TargetConfig(StrictModel):
     @property
     def name(self) -> str:
         return parse_spec(self.task).name
+
+    @field_validator("task")
+    @classmethod
+    def _resolvable(cls, task: TaskSpec | str) -> TaskSpec | str:
+        check_task_name(task)
+        return task
 
 
 class EvalConfig(StrictModel):
@@ -132,6 +190,36 @@ class ExperimentConfig(PoolFile):
         return self.tracking.experiment or self.name
 
 
+    @field_validator("targets")
+    @classmethod
+    def _some_target(cls, targets: list[TargetConfig]) -> list[TargetConfig]:
+        if not targets:  # else the run publishes an empty report and exits 0
+            raise ValueError("no targets: name at least one target task (e.g. {task: skills:count_then_add})")
+        return targets
+
+    @field_validator("model")
+    @classmethod
+    def _device_and_dtype(cls, model: ModelConfig) -> ModelConfig:
+        # The form only: a config is portable, so a GPU it names is looked for where the model loads.
+        if not _DEVICE.fullmatch(model.device):
+            raise ValueError(f"device {model.device!r}: expected auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
+        import torch
+
+        from lorasoup_core.models.base import resolve_dtype
+
+        resolve_dtype(model.dtype, torch.device("cpu"))  # unknown dtype: a ValueError listing the known ones
+        return model
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_tasks(cls, pool: PoolConfig) -> PoolConfig:
+        for i, task in enumerate(pool.tasks):
+            try:
+                check_task_name(task)
+            except ValueError as err:
+                raise ValueError(f"tasks.{i}: {err}") from None
+        return pool
+
     @field_validator("compose", mode="before")
     @classmethod
     def _settings_per_method(cls, value: Any) -> Any:
@@ -167,6 +255,12 @@ class ExperimentConfig(PoolFile):
                 raise ValueError(f"compare_to: {', '.join(unknown)} is not evaluated; known: {', '.join(evaluated)}")
         else:  # the default, zero-shot, only when it is evaluated
             self.compare_to = [m for m in self.compare_to if m in evaluated]
+        if any("oracle" in self.selection_of(m).filters for m in self.methods):
+            plain = [t.name for t in self.targets if parse_spec(t.task).source == "skills"
+                     and t.name not in COMPOSED_TASKS]
+            if plain:
+                raise ValueError(f"the oracle filter needs composed targets; {', '.join(plain)} is built from no "
+                                 f"pool task (composed skills: {', '.join(sorted(COMPOSED_TASKS))})")
         return self
 
     @property
