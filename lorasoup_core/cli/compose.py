@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
+import yaml
 
 
 def _parse_sets(items: list[str]) -> dict[str, object]:
-    import yaml
-
     out: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -18,66 +17,126 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 
 
 def compose_cmd(
-    target: str = typer.Option(..., help="Target task, e.g. skills:count_then_add or bbh:navigate."),
+    target: str = typer.Option(..., help="Target task, e.g. skills:count_then_add or bbh:navigate (with an "
+                               "experiment --config: one of its targets, by spec or name)."),
     method: str = typer.Option("lorahub", help="Composer: lorahub, cat, cat_fewshot, uniform, linear, ties, "
-                               "dare_linear, dare_ties, svd, ties_svd, dare_linear_svd, dare_ties_svd, centroid."),
+                               "dare_linear, dare_ties, svd, ties_svd, dare_linear_svd, dare_ties_svd, centroid "
+                               "(with an experiment --config: any name in its `methods`, variants included)."),
     sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-settings."),
     list_settings: bool = typer.Option(False, "--list-settings", help="Print every method's settings and exit."),
-    filter_: str = typer.Option("embedding", "--filter", help="random, loss or embedding (comma-chained)."),
-    k: int = typer.Option(20, "-k", help="Candidates kept."),
-    shots: int = typer.Option(5, help="Few-shot examples to fit on."),
-    model: str = typer.Option("smollm2-135m", help="Base model spec (the pool's)."),
-    seed: int = typer.Option(0, help="Seed for shots, the random filter, the search and CAT's init."),
-    config: str = typer.Option(None, "--config", help="Pool or experiment YAML whose pool tasks are the candidates' "
-                               "training data (needed by cat, which trains on their mix)."),
+    filter_: str = typer.Option(None, "--filter", help="random, loss, embedding or oracle, comma-chained "
+                                "(default: embedding, or the experiment's)."),
+    k: int = typer.Option(None, "-k", help="Candidates kept (default 20, or the experiment's)."),
+    shots: int = typer.Option(None, help="Few-shot examples to fit on (default 5, or the experiment's)."),
+    model: str = typer.Option(None, help="Base model spec, the pool's (default smollm2-135m, or the experiment's)."),
+    seed: int = typer.Option(None, help="Seed for shots, the random filter, the search and CAT's init "
+                             "(default 0, or the experiment's)."),
+    config: str = typer.Option(None, "--config", help="An experiment YAML: compose exactly as its run does for "
+                               "one target (model, pool, shots, selection, method settings, store, registry). "
+                               "A pool YAML: its tasks' data for methods that train on it (cat)."),
 ) -> None:
     """Filter the pool, compose, export a plain PEFT adapter, publish and register it with its lineage.
 
     Examples: --method lorahub --set budget=40 --set optimizer=CMA --set population=4;
-    --method cat_fewshot --set steps=60; --method cat --config configs/demo.yaml; --method ties --set density=0.7."""
+    --method cat_fewshot --set steps=60; --method ties --set density=0.7;
+    --config configs/study_skills.yaml --target skills:count_then_add --method lorahub-cma --seed 1."""
     from lorasoup_core.compose import COMPOSERS, CompositionError, settings_for, settings_help
-    from lorasoup_core.compose.target import compose_for_target
-    from lorasoup_core.config import ModelConfig
-    from lorasoup_core.data import load_task
-    from lorasoup_core.models.cache import shared_model
     from lorasoup_core.plugins import UnknownPluginError
-    from lorasoup_core.pool import pool_candidates, register_adapter
-    from lorasoup_core.registry import open_registry
-    from lorasoup_core.selection import FILTERS, FilterSpec, select_candidates
-    from lorasoup_core.tracking import RunContext
+    from lorasoup_core.selection import FILTERS
 
     if list_settings:
         typer.echo(settings_help())
         return
-    for registry, names, hint in ((COMPOSERS, [method], "--method"), (FILTERS, filter_.split(","), "--filter")):
+    plan = _plan(config, target, method, filter_, k, shots, model, seed)
+    for registry, names, hint in ((COMPOSERS, [plan.composer], "--method"), (FILTERS, plan.filters, "--filter")):
         try:
             for name in names:
                 registry.get(name)  # an unknown name fails before any model is loaded
         except UnknownPluginError as err:
             raise typer.BadParameter(str(err), param_hint=hint) from None
     try:
-        settings = settings_for(method, _parse_sets(sets))
+        settings = settings_for(plan.composer, {**plan.settings, **_parse_sets(sets)})
     except CompositionError as err:
         raise typer.BadParameter(str(err), param_hint="--set") from None
-    reg = open_registry()
-    task = load_task(target)
-    fit = task.draw_shots(shots, seed)
-    base = shared_model(ModelConfig(spec=model))
-    candidates = pool_candidates(reg, model, base.fingerprint)
+    _compose(plan, settings, method)
+
+
+class _Plan:
+    """What to compose, from the flags or from an experiment config (flags given explicitly win)."""
+
+    def __init__(self, **kw: object) -> None:
+        self.__dict__.update(kw)
+
+
+def _plan(config: str | None, target: str, method: str, filter_: str | None, k: int | None, shots: int | None,
+          model: str | None, seed: int | None) -> _Plan:
+    from lorasoup_core.config import ConfigError, ModelConfig
+    from lorasoup_core.experiment import load_experiment
+
+    exp = None
+    if config:
+        try:
+            with open(config) as f:
+                is_experiment = "targets" in (yaml.safe_load(f) or {})
+        except (OSError, yaml.YAMLError) as err:
+            raise typer.BadParameter(f"cannot read {config}: {err}", param_hint="--config") from None
+        if is_experiment:
+            try:
+                exp = load_experiment(config)
+            except ConfigError as err:
+                raise typer.BadParameter(str(err), param_hint="--config") from None
+    if exp is None:
+        return _Plan(experiment=None, config=config, target=target, composer=method, settings={},
+                     filters=(filter_ or "embedding").split(","), k=k or 20, shots=shots or 5,
+                     model=ModelConfig(spec=model or "smollm2-135m"), seed=seed or 0, exclude_target=False)
+    chosen = [t for t in exp.targets if target in (t.task if isinstance(t.task, str) else None, t.name)]
+    if not chosen:
+        raise typer.BadParameter(f"{target!r} is not a target of {config}; its targets: "
+                                 f"{', '.join(t.name for t in exp.targets)}", param_hint="--target")
+    if method not in exp.methods:
+        raise typer.BadParameter(f"{method!r} is not in the methods of {config}: {', '.join(exp.methods)}",
+                                 param_hint="--method")
+    selection = exp.selection_of(method)
+    return _Plan(experiment=exp, config=config, target=chosen[0].task, composer=exp.composer_of(method),
+                 settings=exp.settings(method).model_dump(), filters=filter_.split(",") if filter_ else selection.filters,
+                 k=k or selection.k, shots=shots or chosen[0].shots,
+                 model=ModelConfig(spec=model) if model else exp.model, seed=exp.seed if seed is None else seed,
+                 exclude_target=selection.exclude_target)
+
+
+def _compose(plan: _Plan, settings: object, label: str) -> None:
+    from lorasoup_core.compose import CompositionError
+    from lorasoup_core.compose.target import compose_for_target
+    from lorasoup_core.data import load_task
+    from lorasoup_core.models.cache import shared_model
+    from lorasoup_core.pool import pool_candidates, register_adapter
+    from lorasoup_core.registry import open_registry
+    from lorasoup_core.selection import FilterSpec, select_candidates
+    from lorasoup_core.tracking import RunContext
+
+    exp = plan.experiment
+    reg = open_registry(exp.storage, exp.tracking.tracking_uri) if exp else open_registry()
+    task = load_task(plan.target)
+    fit = task.draw_shots(plan.shots, plan.seed)
+    base = shared_model(plan.model)
+    candidates = pool_candidates(reg, plan.model.spec, base.fingerprint, exp.pool.task_names if exp else None)
     if not candidates:
-        raise typer.BadParameter(f"no registered adapters on {model}; run `lorasoup pool train` first")
-    chain = [FilterSpec(name=f, k=k, seed=seed) for f in filter_.split(",")]
-    sel = select_candidates(base, candidates, task, fit, chain, k)
+        raise typer.BadParameter(f"no registered adapters on {plan.model.spec}; run `lorasoup pool train` first")
+    chain = [FilterSpec(name=f, k=plan.k, seed=plan.seed) for f in plan.filters]
+    exclude = {task.name} if plan.exclude_target else set()
+    sel = select_candidates(base, candidates, task, fit, chain, plan.k, exclude)
     for line in sel.log:
         typer.echo(f"selection: {line}")
     train_data = {}
-    if config:
+    if plan.config:
         from lorasoup_core.pool import load_pool_file, training_data
 
-        train_data = training_data(load_pool_file(config).pool, [c.name for c in sel.candidates])
+        pool = exp.pool if exp else load_pool_file(plan.config).pool
+        train_data = training_data(pool, [c.name for c in sel.candidates])
+    run = RunContext(exp.experiment_name if exp else f"compose-{task.name}", exp.tracking.tracking_uri if exp else None)
     try:
-        composed = compose_for_target(base, sel.candidates, task, fit, method, settings,
-                                      RunContext(f"compose-{task.name}"), seed=seed, train_data=train_data)
+        composed = compose_for_target(base, sel.candidates, task, fit, plan.composer, settings, run, seed=plan.seed,
+                                      train_data=train_data, **({"label": label} if exp else {}))
     except CompositionError as err:
         raise typer.BadParameter(str(err), param_hint="--method") from None
     version = register_adapter(reg, composed.adapter_dir, composed.run_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from lorasoup_core.cli._output import JSON, emit_rows
+
 app = typer.Typer(help="Task data: list the sources or a source's tasks, show a task's examples.",
                   no_args_is_help=True)
 
@@ -11,19 +13,20 @@ app = typer.Typer(help="Task data: list the sources or a source's tasks, show a 
 @app.command("list")
 def list_cmd(source: str = typer.Argument(None, help="A source (skills, bbh ...); omitted: list the sources."),
              path: str = typer.Option(None, help="Directory or hub id to read (default: LORASOUP_DATA_DIR/<source>)."),
+             as_json: bool = JSON,
              ) -> None:
     """List the sources (with what each reads), or the tasks a source offers."""
     from lorasoup_core.data import SOURCES, DataError, list_tasks
 
     if source is None:
-        for name in SOURCES.names():
-            doc = (SOURCES.get(name).__doc__ or "").strip().splitlines()
-            typer.echo(f"{name:12s} {doc[0] if doc else ''}")
+        rows = [(name, ((SOURCES.get(name).__doc__ or "").strip().splitlines() or [""])[0]) for name in SOURCES.names()]
+        emit_rows(("source", "reads"), rows, as_json)
         return
     try:
-        typer.echo("\n".join(list_tasks(source, path)))
+        tasks = list_tasks(source, path)
     except DataError as err:
         raise typer.BadParameter(str(err), param_hint="SOURCE") from None
+    emit_rows(("task",), [(t,) for t in tasks], as_json, empty=f"source {source!r} lists no tasks")
 
 
 @app.command("show")

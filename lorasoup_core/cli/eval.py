@@ -9,6 +9,12 @@ from enum import StrEnum
 import typer
 
 
+class Mode(StrEnum):
+    zero_shot = "zero-shot"
+    icl = "icl"
+    adapter = "adapter"
+
+
 class IclDemos(StrEnum):
     per_example = "per_example"
     shared = "shared"
@@ -20,8 +26,7 @@ def eval_cmd(
     model: str = typer.Option("smollm2-135m", help="Base model spec (preset, local dir, .gguf or hub id)."),
     adapter: str = typer.Option(None, help="PEFT directory, artifact URI, or registry NAME@ALIAS / NAME/VERSION; "
                                            "implies --mode adapter."),
-    mode: str = typer.Option(None, help="zero-shot, icl or adapter (default: adapter with --adapter, else "
-                                        "zero-shot)."),
+    mode: Mode = typer.Option(None, help="Default: adapter with --adapter, else zero-shot."),
     limit: int = typer.Option(None, min=1, help="Score at most this many examples per task."),
     k_shot: int = typer.Option(3, min=0, help="Demonstrations per prompt in icl mode."),
     cot: bool = typer.Option(False, help="BBH icl with the official 3-shot chain-of-thought prompts."),
@@ -45,7 +50,7 @@ def eval_cmd(
     from lorasoup_core.models import load_model
     from lorasoup_core.reporting import markdown_table
 
-    mode = mode or ("adapter" if adapter else "zero-shot")
+    mode = mode.value if mode else ("adapter" if adapter else "zero-shot")
     try:
         BENCHMARKS.get(benchmark)
     except KeyError as err:

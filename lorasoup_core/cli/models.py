@@ -6,17 +6,20 @@ import time
 
 import typer
 
+from lorasoup_core.cli._output import JSON, emit_rows
+
 app = typer.Typer(help="Base models: list the presets, load one and check it generates.", no_args_is_help=True)
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(as_json: bool = JSON) -> None:
     """List the model presets and the other spec forms."""
     from lorasoup_core.models import PRESETS, known_specs
 
-    for name in PRESETS.names():
-        typer.echo(name)
-    typer.echo(f"\n{known_specs()}")
+    rows = [(name, ((PRESETS.get(name).__doc__ or "").strip().splitlines() or [""])[0]) for name in PRESETS.names()]
+    emit_rows(("preset", "what it is"), rows, as_json)
+    if not as_json:
+        typer.echo(f"\n{known_specs()}")
 
 
 @app.command("check")

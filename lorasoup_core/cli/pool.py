@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
 
+from lorasoup_core.cli._output import JSON, emit_rows
+
 app = typer.Typer(help="The adapter pool in the MLflow registry.", no_args_is_help=True)
 
-COLUMNS = ("name", "ver", "task", "base", "rank", "aliases", "val_loss", "uri")
+COLUMNS = ("name", "version", "task", "base", "rank", "origin", "aliases", "val_loss", "uri")
+STORE = typer.Option(None, "--store", "--uri", help="Artifact store root URI (default LORASOUP_STORE).")
+
+
+class Origin(StrEnum):
+    trained = "trained"
+    imported = "imported"
+    composed = "composed"
 
 
 def _registry(tracking_uri: str | None, store: str | None):
@@ -18,26 +28,20 @@ def _registry(tracking_uri: str | None, store: str | None):
     return open_registry(StorageConfig(uri=store), tracking_uri)
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [COLUMNS, *rows]) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [COLUMNS, *rows])
-
-
 @app.command("list")
 def list_cmd(task: str = typer.Option(None, help="Only adapters for this task."),
              base: str = typer.Option(None, help="Only adapters for this base model spec (e.g. smollm2-135m)."),
              rank: int = typer.Option(None, help="Only adapters of this LoRA rank."),
-             origin: str = typer.Option(None, help="trained, imported or composed."),
+             origin: Origin = typer.Option(None, help="Only adapters of this origin."),
              tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI)."),
+             as_json: bool = JSON,
              ) -> None:
-    """Registered adapter versions: name, version, task, base model, rank, aliases, val_loss, store URI."""
-    versions = _registry(tracking_uri, None).list(task=task, base_model=base, rank=rank, origin=origin)
-    rows = []
-    for v in versions:
-        loss = v.metrics.get("val_loss")
-        rows.append((v.name, v.version, v.task, v.base_model, str(v.rank), ",".join(v.aliases),
-                     "" if loss is None else f"{loss:.4f}", v.store_uri))
-    typer.echo(_table(rows) if rows else "no registered adapters match")
+    """Registered adapter versions: name, version, task, base model, rank, origin, aliases, val_loss, store URI."""
+    versions = _registry(tracking_uri, None).list(task=task, base_model=base, rank=rank,
+                                                  origin=origin.value if origin else None)
+    rows = [(v.name, v.version, v.task, v.base_model, v.rank, v.origin, ",".join(v.aliases), v.metrics.get("val_loss"),
+             v.store_uri) for v in versions]
+    emit_rows(COLUMNS, rows, as_json, empty="no registered adapters match")
 
 
 @app.command("train")
@@ -70,7 +74,7 @@ def import_cmd(sources: list[str] = typer.Argument(..., help="PEFT LoRA director
                                                    "or cached) or lorahub:flan-t5-large (LoraHub's pool, online)."),
                model: str = typer.Option(..., "--model", "-m", help="Base model spec the adapters are for."),
                device: str = typer.Option("cpu", help="Device for loading the base model."),
-               store: str = typer.Option(None, help="Artifact store URI (default LORASOUP_STORE)."),
+               store: str = STORE,
                tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI)."),
                ) -> None:
     """Check existing LoRA adapters against the base model and register those that fit.

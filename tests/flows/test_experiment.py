@@ -51,6 +51,19 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     store = open_store(cfg["storage"]["uri"])
     assert store.exists(f"reports/tiny-experiment/{result.run_id}")
 
+    # `lorasoup compose --config` reproduces the run's composition for one target: the same weights
+    from typer.testing import CliRunner
+
+    from lorasoup_core.cli import app
+
+    report = json.loads(store.read_bytes(f"reports/tiny-experiment/{result.run_id}", "results.json"))
+    out = CliRunner().invoke(app, ["compose", "--config", str(path), "--target", "count_then_add", "--method", "lorahub"])
+    assert out.exit_code == 0, out.output
+    printed = dict(p.split("=") for p in out.output.split("weights: ")[1].splitlines()[0].split(", "))
+    expected = report["weights"]["count_then_add/lorahub"]
+    assert {n: float(w) for n, w in printed.items()} == pytest.approx(expected, abs=1e-3)
+    versions = reg.list()
+
     # a second run trains nothing, creates no versions, and reuses cached compositions and scores
     again = experiment(config=str(path))
     assert again.trained == [] and sorted(again.skipped) == sorted(TINY_POOL)

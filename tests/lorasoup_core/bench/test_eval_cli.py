@@ -26,7 +26,7 @@ def test_eval_prints_scores_intervals_and_throughput(shared_data, random_adapter
 def test_eval_bad_arguments_exit_2_with_the_reason(shared_data, random_adapters):
     for args, reason in [(["--benchmark", "nope"], "unknown benchmark 'nope'"),
                          (["--benchmark", "bbh", "--tasks", "nope"], "unknown bbh task"),
-                         (["--benchmark", "skills", "--mode", "fast"], "unknown mode 'fast'"),
+                         (["--benchmark", "skills", "--mode", "fast"], "'fast' is not one of 'zero-shot'"),
                          (["--benchmark", "skills", "--mode", "icl", "--adapter", "x"], "--adapter is used"),
                          (["--benchmark", "skills", "--adapter", "/nonexistent/lora"], "no such directory")]:
         res = runner.invoke(app, [*BASE, *args])

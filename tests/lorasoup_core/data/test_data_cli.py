@@ -1,3 +1,5 @@
+import json
+
 from typer.testing import CliRunner
 
 from lorasoup_core.cli import app
@@ -7,11 +9,11 @@ runner = CliRunner()
 
 
 def test_data_list_sources_and_tasks(shared_data):
-    result = runner.invoke(app, ["data", "list"])
+    result = runner.invoke(app, ["data", "list", "--json"])
     assert result.exit_code == 0, result.output
-    assert {line.split()[0] for line in result.output.splitlines()} >= {"bbh", "skills", "gsm8k", "hf", "jsonl"}
-    result = runner.invoke(app, ["data", "list", "bbh"])
-    assert result.exit_code == 0 and len(result.output.split()) == 27
+    assert {r["source"] for r in json.loads(result.output)} >= {"bbh", "skills", "gsm8k", "hf", "jsonl"}
+    result = runner.invoke(app, ["data", "list", "bbh", "--json"])
+    assert result.exit_code == 0 and len(json.loads(result.output)) == 27
     result = runner.invoke(app, ["data", "list", "skills"])
     assert "count_then_add" in result.output.split() and "add" in result.output.split()
 

@@ -1,3 +1,5 @@
+import json
+
 import mlflow
 import pytest
 from pydantic import ValidationError
@@ -151,11 +153,15 @@ def test_pool_train_cli_twice_then_list(tmp_path, task_dirs):
     assert "length: lorasoup.tiny-llama.length/1 (trained)" in first.output and "trained 2, skipped 0" in first.output
     second = runner.invoke(app, ["pool", "train", "--config", str(path), "--no-progress"])
     assert second.exit_code == 0 and "trained 0, skipped 2" in second.output, second.output
-    listed = runner.invoke(app, ["pool", "list", "--task", "length", "--rank", "8", "--tracking-uri", db])
-    lines = listed.output.splitlines()
-    assert lines[0].split() == ["name", "ver", "task", "base", "rank", "aliases", "val_loss", "uri"]
-    assert len(lines) == 2 and lines[1].split()[:6] == ["lorasoup.tiny-llama.length", "1", "length", "tiny-llama", "8",
-                                                        "latest,champion"]
+    listed = runner.invoke(app, ["pool", "list", "--task", "length", "--rank", "8", "--tracking-uri", db, "--json"])
+    rows = json.loads(listed.output)
+    assert [(r["name"], r["version"], r["task"], r["base"], r["rank"], r["origin"], r["aliases"]) for r in rows] == [
+        ("lorasoup.tiny-llama.length", "1", "length", "tiny-llama", 8, "trained", "latest,champion")]
+    assert isinstance(rows[0]["val_loss"], float) and rows[0]["uri"].startswith("file://")
+    table = runner.invoke(app, ["pool", "list", "--task", "length", "--tracking-uri", db])
+    assert table.exit_code == 0 and "lorasoup.tiny-llama.length" in table.output and "val_loss" in table.output
+    bad = runner.invoke(app, ["pool", "list", "--origin", "bogus", "--tracking-uri", db])
+    assert bad.exit_code == 2 and "bogus" in bad.output and "trained" in bad.output
     path.write_text(yaml.safe_dump({**cfg, "trainig": {}}))
     bad = runner.invoke(app, ["pool", "train", "--config", str(path)])
     assert bad.exit_code == 2 and "trainig" in bad.output

@@ -93,9 +93,10 @@ def test_import_cli_reports_rejections(tmp_path, plain_peft, t5_adapter):
     assert f"registered {plain_peft} -> lorasoup.tiny-llama.good-adapter/1" in result.output
     assert f"rejected: {t5_adapter}: does not fit base model tiny-llama" in result.output
     assert "imported 1, rejected 1" in result.output
-    listed = CliRunner().invoke(app, ["pool", "list", "--tracking-uri", f"sqlite:///{tmp_path / 'cli.db'}"])
-    assert listed.exit_code == 0 and "lorasoup.tiny-llama.good-adapter  1" in listed.output
-    assert "latest" in listed.output and "tiny-llama" in listed.output
+    listed = CliRunner().invoke(app, ["pool", "list", "--tracking-uri", f"sqlite:///{tmp_path / 'cli.db'}", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(r["name"], r["version"], r["origin"], r["aliases"], r["base"]) for r in json.loads(listed.output)] == [
+        ("lorasoup.tiny-llama.good-adapter", "1", "imported", "latest", "tiny-llama")]
 
 
 def _peft_adapter(base, out, **extra):
