@@ -51,3 +51,30 @@ def task_runner(dask_address: str | None = None, max_workers: int | None = None)
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=max_workers)
+
+
+def prefect_links() -> dict[str, str]:
+    """Tags that lead from an MLflow run to the Prefect flow run that logged it."""
+    from prefect.runtime import flow_run
+
+    links = {"prefect.flow_run_id": flow_run.id or "", "prefect.flow_run_name": flow_run.name or "",
+             "prefect.flow_run_url": flow_run.ui_url or ""}
+    return {k: v for k, v in links.items() if v}
+
+
+def link_mlflow_run(run_id: str | None, tracking_uri: str | None, key: str = "mlflow-run") -> None:
+    """A link (or, for a local database, the run id and URI) from the Prefect flow run to its MLflow run."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    if not run_id:
+        return
+    uri = tracking_uri or ""
+    if uri.startswith(("http://", "https://")):
+        from lorasoup_core import tracking
+
+        exp = tracking.client(tracking_uri).get_run(run_id).info.experiment_id
+        create_link_artifact(f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}", key=key,
+                             link_text=f"MLflow run {run_id}", description="The MLflow run of this flow run")
+    else:
+        create_markdown_artifact(f"MLflow run `{run_id}` in `{uri or 'MLFLOW_TRACKING_URI'}`", key=key,
+                                 description="The MLflow run of this flow run")

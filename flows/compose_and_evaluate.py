@@ -11,9 +11,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows._common import resolve_config
+from flows._common import link_mlflow_run, prefect_links, resolve_config
 from lorasoup_core.compose import COMPOSERS
 from lorasoup_core.experiment import TargetResult
+from lorasoup_core.experiment.runs import log_evaluation
 from lorasoup_core.registry import AdapterVersion
 from lorasoup_core.tracking import RunContext
 from tasks.compose import (
@@ -41,6 +42,7 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     log = get_run_logger()
     run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, parent_run_id)
     base = resolve_base(cfg.model)
+    link_mlflow_run(parent_run_id, cfg.tracking.tracking_uri)
     target_cfg = cfg.targets[target_index]
     target = load_target(target_cfg.task)
     shots = draw_shots(target, target_cfg.shots, seed)
@@ -83,8 +85,11 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
             subjects.append(("datamix", "adapter", datamix))
         else:
             subjects.append((baseline, baseline, None))
+    links = prefect_links()
     for label, mode, adapter in subjects:
         report = evaluate_method(base, target, shots, label, mode, adapter, cfg.eval, seed, cfg.storage)
+        # a nested MLflow run per evaluation, also when the score came from the cache
+        log_evaluation(run, target, label, seed, report, adapter, links)
         result.rows += report.rows  # the main metric, then companions such as '<label>/mc'
         preds = report.predictions[target.name]
         result.scores[label] = [p["score"] for p in preds]

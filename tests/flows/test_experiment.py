@@ -41,6 +41,18 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "results")}
     assert {"results/results.json", "results/scores.png", "results/weights.png", "results/results.md"} <= artifacts
     assert "score/count_then_add/lorahub" in parent.data.metrics
+    # one nested run per evaluation: score, interval and n as metrics, task/method/seed tags, the test split
+    evals = {c.data.tags["lorasoup.method"]: c for c in children if c.data.tags["lorasoup.step"] == "evaluate"}
+    assert set(evals) == methods
+    for method, ev in evals.items():
+        row = next(r for r in result.rows if r.method == method)
+        assert ev.data.metrics["score"] == pytest.approx(row.score) and ev.data.metrics["n"] == row.n
+        assert ev.data.metrics["ci_low"] <= row.score <= ev.data.metrics["ci_high"]
+        assert (ev.data.tags["lorasoup.task"], ev.data.tags["lorasoup.seed"]) == ("count_then_add", "0")
+        assert ev.info.run_name == f"eval count_then_add · {method} · seed 0" and ev.data.tags["prefect.flow_run_id"]
+        assert [d.dataset.name for d in ev.inputs.dataset_inputs] == ["count_then_add"]
+    composed_by = {m: ev.data.tags.get("lorasoup.adapter_run") for m, ev in evals.items()}
+    assert all(composed_by[m] for m in ("lorahub", "cat", "uniform", "centroid"))
 
     # registry: pool + DATA-MIX + one composed adapter per method, with lineage; report in the store
     reg = AdapterRegistry(cfg["tracking"]["tracking_uri"], open_store(cfg["storage"]["uri"]))
@@ -69,3 +81,7 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     assert again.trained == [] and sorted(again.skipped) == sorted(TINY_POOL)
     assert len(reg.list()) == len(versions)
     assert {(r.method, r.score) for r in again.rows} == {(r.method, r.score) for r in result.rows}
+    # the warm run's evaluation runs link to the compositions it reused (the first run's compose runs)
+    warm = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{again.run_id}' "
+                              "and tags.`lorasoup.step` = 'evaluate'")
+    assert {r.data.tags["lorasoup.method"]: r.data.tags.get("lorasoup.adapter_run") for r in warm} == composed_by
