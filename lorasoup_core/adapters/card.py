@@ -25,7 +25,11 @@ def slug(text: str) -> str:
 class AdapterCard(BaseModel):
     name: str = Field(description="Adapter name (the task name for pool adapters).")
     task: str = Field(description="The task the adapter was trained (or composed) for.")
-    base_model: str = Field(description="Base model spec (preset, path or hub id).")
+    base_model: str = Field(description="Base model spec (preset, path or hub id); what lorasoup loads.")
+    base_model_path: str | None = Field(None, description="Absolute path of the base's Hugging Face directory "
+                                        "(a preset's converted GGUF), for tools that cannot read lorasoup specs.")
+    base_model_hub_id: str | None = Field(None, description="Hub id the base's weights came from (a GGUF preset's "
+                                          "are a quantization of them), where known.")
     base_fingerprint: str = Field(description="sha256 of the base weights.")
     data_fingerprint: str = Field(description="sha256 of the task data (or of the adapter weights when imported).")
     config_fingerprint: str = Field(description="sha256 of the training (or composition) config.")

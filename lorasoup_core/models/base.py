@@ -28,6 +28,9 @@ class LoadedModel:
     fingerprint: str  # sha256 identifying the weights (not the spec string)
     device: torch.device
     dtype: torch.dtype
+    # Where other tools (PEFT, lm-eval, vLLM) find these weights; lorasoup itself loads by `spec`.
+    hf_path: str | None = None  # absolute HF directory they load from (a GGUF's converted cache), if any
+    hub_id: str | None = None  # the hub repository they came from, where known
 
     @property
     def n_params(self) -> int:
@@ -74,7 +77,7 @@ def ensure_pad_token(tokenizer: Any) -> None:
 
 
 def finish(model: Any, tokenizer: Any, spec: str, fingerprint: str, device: torch.device,
-           dtype: torch.dtype) -> LoadedModel:
+           dtype: torch.dtype, hf_path: str | None = None, hub_id: str | None = None) -> LoadedModel:
     """Move to device/dtype, freeze, switch to eval: the shared tail of every source."""
     ensure_pad_token(tokenizer)
     model = model.to(device=device, dtype=dtype)
@@ -82,7 +85,7 @@ def finish(model: Any, tokenizer: Any, spec: str, fingerprint: str, device: torc
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedModel(model=model, tokenizer=tokenizer, kind=kind_of(model.config), spec=spec,
-                       fingerprint=fingerprint, device=device, dtype=dtype)
+                       fingerprint=fingerprint, device=device, dtype=dtype, hf_path=hf_path, hub_id=hub_id)
 
 
 def params_fingerprint(model: Any) -> str:

