@@ -14,6 +14,9 @@ def _prefect_defaults() -> None:
     """Prefect's ephemeral API migrates a new database at its first start, which can take longer than
     Prefect's 20 s default on 2 busy cores; an explicit setting still wins."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from lorasoup_core.settings import use_prefect_home
+
+    use_prefect_home()  # a separate LORASOUP_HOME gets its own Prefect database and result cache
 
 
 def _check_config(path: Path, overrides: list[str] | None = None, remote: bool | None = None):

@@ -5,11 +5,16 @@ experiments that depend on a changed adapter.
     lorasoup retrain --config configs/demo.yaml     (deployed nightly by deployments/prefect.yaml)
 """
 
+# ruff: noqa: E402 - Prefect is imported after its home is chosen (use_prefect_home)
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from lorasoup_core.settings import use_prefect_home
+
+use_prefect_home()  # before Prefect is imported: a LORASOUP_HOME of its own gets a Prefect home of its own
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE

@@ -4,10 +4,15 @@ Dask cluster), each publishing and registering its adapter where it was trained.
     python -m flows.train_pool configs/pool_skills.yaml     (or an experiment YAML: its pool)
 """
 
+# ruff: noqa: E402 - Prefect is imported after its home is chosen (use_prefect_home)
 from __future__ import annotations
 
 import sys
 from typing import Any
+
+from lorasoup_core.settings import use_prefect_home
+
+use_prefect_home()  # before Prefect is imported: a LORASOUP_HOME of its own gets a Prefect home of its own
 
 from prefect import flow, get_run_logger
 

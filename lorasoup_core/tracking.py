@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from lorasoup_core.reporting import ResultRow, markdown_table, result_figures
-from lorasoup_core.settings import get_settings
+from lorasoup_core.settings import get_settings, is_stale, process_tags
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -44,9 +45,32 @@ class RunContext:
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
+_READY: set[str] = set()  # sqlite databases this process has opened (so migrated) once
+_READY_LOCK = threading.Lock()
+
+
 def client(tracking_uri: str | None = None) -> MlflowClient:
     uri = tracking_uri or get_settings().tracking_uri
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        return _open_sqlite_once(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _open_sqlite_once(uri: str) -> MlflowClient:
+    """MLflow creates and migrates a new sqlite database the first time a process opens it, with no lock:
+    two processes starting on a fresh home both migrate and one fails (`duplicate column name`, `table
+    ... already exists`). Open it once per process under a file lock beside the database."""
+    from filelock import FileLock
+
+    db = Path(uri.removeprefix("sqlite:///")).expanduser()
+    if not db.name or db.name == ":memory:":
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _READY_LOCK, FileLock(str(db.with_name(f"{db.name}.init.lock"))):
+        c = MlflowClient(tracking_uri=uri, registry_uri=uri)  # builds the tracking store: creates/migrates
+        c.search_registered_models(max_results=1)  # the registry's store is built lazily: here, under the lock
+        _READY.add(uri)
+    return c
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -88,7 +112,8 @@ def start_run(experiment: str, name: str, *, parent_run_id: str | None = None, t
               tracking_uri: str | None = None) -> str:
     """Create a run (nested under ``parent_run_id`` when given) and return its id."""
     c = client(tracking_uri)
-    all_tags = {"mlflow.runName": name, **(tags or {})}
+    # the process that owns the run: a later run on this host marks it KILLED once that process is gone
+    all_tags = {"mlflow.runName": name, **process_tags(), **(tags or {})}
     commit = git_commit()
     if commit:
         all_tags.setdefault("mlflow.source.git.commit", commit)
@@ -100,6 +125,24 @@ def start_run(experiment: str, name: str, *, parent_run_id: str | None = None, t
 
 def end_run(run_id: str, status: str = "FINISHED", tracking_uri: str | None = None) -> None:
     client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def mark_stale_runs(experiment: str, tracking_uri: str | None = None) -> list[str]:
+    """Runs of the experiment still RUNNING whose process (same host, recorded in their tags) is gone,
+    killed without ending them: marked KILLED. Runs of other hosts are left alone (their processes
+    cannot be checked from here). Returns the run ids marked."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    marked = []
+    for r in c.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = r.data.tags
+        if is_stale(tags.get("lorasoup.host"), tags.get("lorasoup.process")):
+            c.set_tag(r.info.run_id, "lorasoup.stale", "its process ended without ending the run")
+            c.set_terminated(r.info.run_id, status="KILLED")
+            marked.append(r.info.run_id)
+    return marked
 
 
 @contextlib.contextmanager

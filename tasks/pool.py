@@ -28,8 +28,9 @@ def resolve_base(model: ModelConfig) -> BaseRef:
 
 @task(task_run_name="plan-pool", cache_policy=NONE, **IO_RETRIES)
 def plan_pool(pool: lib.PoolConfig, base: BaseRef, storage: StorageConfig, run: RunContext) -> lib.PoolPlan:
-    """Read every task's data (a bad file fails here, naming it) and look up what is registered."""
-    return lib.plan_pool(pool, base.load(), open_registry(storage, run.tracking_uri))
+    """Read every task's data (a bad file fails here, naming it) and look up what is registered; first
+    tidy up after killed runs (their MLflow runs, staging dirs, undecided champions)."""
+    return lib.plan_pool(pool, base.load(), open_registry(storage, run.tracking_uri), run)
 
 
 @task(task_run_name="ensure-{task.name}", cache_policy=NONE, **IO_RETRIES)

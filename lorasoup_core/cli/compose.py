@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import typer
 import yaml
+
+
+class BaseRef(StrEnum):
+    path = "path"
+    hub_id = "hub_id"
 
 
 def _parse_sets(items: list[str]) -> dict[str, object]:
@@ -34,6 +41,10 @@ def compose_cmd(
     config: str = typer.Option(None, "--config", help="An experiment YAML: compose exactly as its run does for "
                                "one target (model, pool, shots, selection, method settings, store, registry). "
                                "A pool YAML: its tasks' data for methods that train on it (cat)."),
+    export_rank: int = typer.Option(None, min=1, help="Export at most this LoRA rank (SVD of each module's "
+                                    "update; the truncation error goes to the card), e.g. 16 for vLLM's default."),
+    base_ref: BaseRef = typer.Option(None, help="What the exported adapter names as its base: the converted "
+                                     "local directory (default) or the hub id."),
 ) -> None:
     """Filter the pool, compose, export a plain PEFT adapter, publish and register it with its lineage.
 
@@ -58,7 +69,7 @@ def compose_cmd(
         settings = settings_for(plan.composer, {**plan.settings, **_parse_sets(sets)})
     except CompositionError as err:
         raise typer.BadParameter(str(err), param_hint="--set") from None
-    _compose(plan, settings, method)
+    _compose(plan, settings, method, export_rank, base_ref.value if base_ref else None)
 
 
 class _Plan:
@@ -104,7 +115,7 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
                  exclude_target=selection.exclude_target)
 
 
-def _compose(plan: _Plan, settings: object, label: str) -> None:
+def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None, base_ref: str | None) -> None:
     from lorasoup_core.compose import CompositionError
     from lorasoup_core.compose.target import compose_for_target
     from lorasoup_core.data import load_task
@@ -136,7 +147,8 @@ def _compose(plan: _Plan, settings: object, label: str) -> None:
     run = RunContext(exp.experiment_name if exp else f"compose-{task.name}", exp.tracking.tracking_uri if exp else None)
     try:
         composed = compose_for_target(base, sel.candidates, task, fit, plan.composer, settings, run, seed=plan.seed,
-                                      train_data=train_data, **({"label": label} if exp else {}))
+                                      train_data=train_data, export_rank=export_rank, base_ref=base_ref,
+                                      **({"label": label} if exp else {}))
     except CompositionError as err:
         raise typer.BadParameter(str(err), param_hint="--method") from None
     version = register_adapter(reg, composed.adapter_dir, composed.run_id)

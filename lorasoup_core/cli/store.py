@@ -2,65 +2,80 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import typer
+
+from lorasoup_core.cli._output import JSON, emit_rows
 
 app = typer.Typer(help="Artifact store (file://, s3://, memory://): list, fetch, publish, clean.",
                   no_args_is_help=True)
 
-URI = typer.Option(None, "--uri", help="Store root URI; default LORASOUP_STORE or file://~/.lorasoup/artifacts.")
+URI = typer.Option(None, "--store", "--uri", help="Store root URI; default LORASOUP_STORE or "
+                   "file://~/.lorasoup/artifacts.")
+T = TypeVar("T")
 
 
-def _store(uri: str | None):
-    from lorasoup_core.storage import StoreError, open_store
+def _run(action: Callable[[], T], config_errors: bool = False) -> T:
+    """One line on stderr and exit 2 for the errors a user can act on (missing bucket, unsafe
+    destination, ...; with ``config_errors`` also an unknown scheme or bad setting), not a traceback."""
+    from lorasoup_core.storage import StoreError
 
+    expected = (StoreError, KeyError, ValueError) if config_errors else (StoreError,)
     try:
-        return open_store(uri)
-    except (StoreError, KeyError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
+        return action()
+    except expected as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
 
 
+def _store(uri: str | None):
+    from lorasoup_core.storage import open_store
+
+    return _run(lambda: open_store(uri), config_errors=True)
+
+
 @app.command("ls")
-def ls(prefix: str = typer.Argument("", help="Key prefix, e.g. adapters/"), uri: str | None = URI) -> None:
-    """List committed artifacts with size and sha256."""
+def ls(prefix: str = typer.Argument("", help="Key prefix, e.g. adapters/"), uri: str | None = URI,
+       as_json: bool = JSON) -> None:
+    """List committed artifacts: key, size in bytes, sha256, files, created."""
     store = _store(uri)
-    for key in store.list(prefix):
-        art = store.manifest(key)
-        typer.echo(f"{key}\t{art.size}\t{art.sha256[:12]}\t{art.created}")
+    rows = []
+    for key in _run(lambda: store.list(prefix)):
+        art = _run(lambda: store.manifest(key))  # noqa: B023 - called at once
+        rows.append((key, art.size, art.sha256 if as_json else art.sha256[:12], len(art.files), art.created))
+    emit_rows(("key", "size", "sha256", "files", "created"), rows, as_json, empty="no committed artifacts")
 
 
 @app.command("publish")
 def publish(directory: str = typer.Argument(..., help="Local directory to publish."),
             key: str = typer.Argument(..., help="Key under the store root."), uri: str | None = URI) -> None:
     """Publish a directory atomically (no-op if the same content is there already)."""
-    from lorasoup_core.storage import StoreError
-
-    try:
-        art = _store(uri).publish(directory, key)
-    except StoreError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    store = _store(uri)
+    art = _run(lambda: store.publish(directory, key))
     typer.echo(f"{art.uri}\tsha256={art.sha256}")
 
 
 @app.command("get")
 def get(artifact_uri: str = typer.Argument(..., help="URI of a committed artifact."),
-        dest: str = typer.Argument(..., help="Local directory to create.")) -> None:
-    """Download a committed artifact, verifying each file's sha256."""
-    from lorasoup_core.storage import StoreError, fetch
+        dest: str = typer.Argument(..., help="Local directory to create (or an empty one to fill).")) -> None:
+    """Download a committed artifact, verifying each file's sha256. Refuses a DEST that holds anything."""
+    from lorasoup_core.storage import fetch
 
-    try:
-        typer.echo(fetch(artifact_uri, dest))
-    except StoreError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    typer.echo(_run(lambda: fetch(artifact_uri, dest)))
 
 
 @app.command("clean")
-def clean(uri: str | None = URI, dry_run: bool = typer.Option(False, help="Only list what would go.")) -> None:
-    """Remove leftovers of interrupted publishes (never committed artifacts)."""
+def clean(uri: str | None = URI, dry_run: bool = typer.Option(False, help="Only list what would go."),
+          min_age: float = typer.Option(None, min=0, help="Only leftovers older than this many minutes (default "
+                                        "LORASOUP_CLEAN_MIN_AGE, 60): younger ones may be a publish in progress.")
+          ) -> None:
+    """Remove leftovers of interrupted publishes (never committed artifacts, never young uploads)."""
     store = _store(uri)
-    leftovers = store.uncommitted() if dry_run else store.clean_uncommitted()
+    age = None if min_age is None else min_age * 60
+    leftovers = _run(lambda: store.uncommitted(min_age_s=age) if dry_run else store.clean_uncommitted(min_age_s=age))
     for rel in leftovers:
         typer.echo(rel)
     typer.echo(f"{len(leftovers)} leftover(s) {'found' if dry_run else 'removed'}")

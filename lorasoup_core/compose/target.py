@@ -34,12 +34,16 @@ class ComposedAdapter:
 def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],
                        method: str, settings: ComposerSettings | dict[str, Any] | None, run: RunContext, *,
                        seed: int = 0, out_dir: str | Path | None = None,
-                       train_data: dict[str, Task] | None = None, label: str | None = None) -> ComposedAdapter:
+                       train_data: dict[str, Task] | None = None, label: str | None = None,
+                       export_rank: int | None = None, base_ref: str | None = None) -> ComposedAdapter:
     """Compose `candidates` for `target` on `shots` and export the result (into `out_dir`, or a work
-    directory named by everything the result depends on); `label` names a method variant."""
+    directory named by everything the result depends on); `label` names a method variant; `export_rank`
+    caps the exported LoRA's rank by SVD (serving stacks with a max LoRA rank); `base_ref` ('path' or
+    'hub_id') picks what the adapter names as its base."""
     settings = settings_for(method, settings)
     label = label or method
-    key = cache_key(base.fingerprint, target, shots, candidates, method, settings, seed, train_data or {})
+    export = [export_rank, base_ref] if export_rank or base_ref else []  # unchanged keys without them
+    key = cache_key(base.fingerprint, target, shots, candidates, method, settings, seed, train_data or {}, *export)
     out = Path(out_dir) if out_dir else get_settings().home / "work" / "composed" / f"{target.name}-{label}-{key[:12]}"
     tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": label,
             "lorasoup.composer": method}
@@ -50,7 +54,7 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
                                      **settings.model_dump(mode="json")}, run.tracking_uri)
         start = time.perf_counter()
         comp = compose(method, base, candidates, target, shots, settings, seed=seed, train_data=train_data)
-        export_peft(comp, out, label=label)
+        export_peft(comp, out, svd_rank=export_rank, label=label, base_ref=base_ref)
         seconds = time.perf_counter() - start
         weights = comp.weights_by_adapter()
         metrics = {f"weight/{n}": w for n, w in weights.items()} | {"compose_seconds": seconds}

@@ -7,15 +7,26 @@ fingerprints and marked complete by its card, so a run killed after training but
 reuses it. Each training is an MLflow run (params, the loss curve as `train_loss` per step,
 validation metrics) that the registered version points to.
 
+Concurrent runs on one home (two teammates, two `pool train`s) train each adapter once: a file lock
+per adapter serializes find -> train -> register, and the registry is checked again under it. Runs on
+other homes sharing the registry converge on one version (see `AdapterRegistry.register`). A run killed
+anywhere is finished by the next: its staging directory is removed, its MLflow run marked KILLED, a
+published but unregistered artifact adopted, an undecided `champion` decided.
+
 `ensure_pool` is the whole operation (the CLI's); the pipeline runs the same two pieces, `plan_pool`
 then `ensure_adapter` per missing task, on threads or a Dask cluster.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
-import tempfile
+import socket
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +38,11 @@ from lorasoup_core.data import Task, load_task
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.pool.config import PoolConfig
 from lorasoup_core.registry import AdapterRegistry, AdapterVersion
-from lorasoup_core.settings import get_settings
+from lorasoup_core.settings import fault, get_settings, is_stale, process_token
 from lorasoup_core.tracking import RunContext
+
+log = logging.getLogger(__name__)
+PARTIAL = ".partial-"  # <work dir>.partial-<uuid>@<host>@<pid:start>: a training in progress (or killed)
 
 
 @dataclass
@@ -52,8 +66,9 @@ class PoolPlan:
 @dataclass
 class EnsuredAdapter:
     version: AdapterVersion
-    trained: bool  # trained (or a finished local training registered) by this call
+    trained: bool  # trained (or a finished local training or published artifact registered) by this call
     reused_local_training: bool = False
+    adopted: bool = False  # registered the artifact a killed run had published (nothing trained)
 
 
 @dataclass
@@ -89,19 +104,79 @@ def training_data(pool: PoolConfig, names: list[str]) -> dict[str, Task]:
     return {n: load_task(specs[n]) for n in names if n in specs}
 
 
-def plan_pool(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry) -> PoolPlan:
-    """Which of the pool's adapters the registry has, and which must be trained."""
+def plan_pool(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry,
+              run: RunContext | None = None) -> PoolPlan:
+    """Which of the pool's adapters the registry has, and which must be trained. First tidies up after
+    killed runs: their MLflow runs (of `run`'s experiment) and staging directories; a registered version
+    whose champion decision was cut short gets it now."""
+    if run is not None:
+        recover(run, registry)
     planned = []
     for task in load_pool_tasks(pool):
         training = pool.training_for(task.name)
-        planned.append(PlannedAdapter(task, training,
-                                      registry.find(base.fingerprint, task.fingerprint, training.fingerprint)))
+        found = registry.find(base.fingerprint, task.fingerprint, training.fingerprint)
+        planned.append(PlannedAdapter(task, training, found and registry.settle_champion(found)))
     return PoolPlan(base.spec, base.fingerprint, planned)
+
+
+def recover(run: RunContext, registry: AdapterRegistry) -> dict[str, list[str]]:
+    """What killed runs of this host left: RUNNING MLflow runs marked KILLED, staging dirs removed."""
+    runs = tracking.mark_stale_runs(run.experiment, registry.client.tracking_uri)
+    work = [str(p) for p in clean_stale_work()]
+    if runs or work:
+        log.warning("cleaned up after killed runs: %d MLflow run(s) marked KILLED, %d staging dir(s) removed",
+                    len(runs), len(work))
+    return {"runs": runs, "work": work}
 
 
 def _work_dir(base: LoadedModel, task: Task, training: TrainingConfig) -> Path:
     return get_settings().home.joinpath("work", "trained", base.fingerprint[:12],
                                         f"{task.name[:60]}-{task.fingerprint[:12]}-{training.fingerprint[:12]}")
+
+
+def _staging_dir(out: Path) -> Path:
+    """A staging directory only this process writes, named by its owner (host, pid and start time) so a
+    later run can tell a live one from a killed one's leftover."""
+    token = process_token() or f"{os.getpid()}:?"
+    return out.with_name(f"{out.name}{PARTIAL}{uuid.uuid4().hex[:12]}@{socket.gethostname()}@{token}")
+
+
+def clean_stale_work(root: Path | None = None) -> list[Path]:
+    """Remove the staging directories of processes of this host that are gone (another host's are left:
+    a shared home cannot tell); one named before owners were recorded once untouched for
+    LORASOUP_CLEAN_MIN_AGE minutes."""
+    settings = get_settings()
+    root = root or settings.home / "work" / "trained"
+    removed = []
+    for path in root.glob(f"*/*{PARTIAL}*") if root.is_dir() else []:
+        parts = path.name.rpartition(PARTIAL)[2].split("@")
+        try:
+            stale = is_stale(parts[1], parts[2]) if len(parts) == 3 else \
+                time.time() - path.stat().st_mtime > settings.clean_min_age_s
+        except OSError:  # removed meanwhile
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+@contextmanager
+def _adapter_lock(out: Path, name: str) -> Iterator[None]:
+    """One process of this home at a time trains (and registers) an adapter; the others wait, then find
+    it registered. An OS lock: released when its holder dies, even by SIGKILL."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out.with_name(f"{out.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process of this home that is training %s", name)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _log_training(run_id: str, card: AdapterCard, tracking_uri: str | None) -> None:
@@ -131,51 +206,73 @@ def _parent_run(tracking_uri: str) -> str | None:
 
 def register_adapter(registry: AdapterRegistry, adapter_dir: str | Path, run_id: str | None) -> AdapterVersion:
     """Publish and register as one unit (idempotent on fingerprints); `champion` moves only when the
-    validation loss improves on the current champion's."""
-    version = registry.register(AdapterCard.read(adapter_dir), adapter_dir, run_id=run_id)
-    registry.set_champion_if_better(version)
-    return registry.get(version.ref)
+    validation loss improves on the current champion's (a decision a killed run leaves to the next)."""
+    return registry.register(AdapterCard.read(adapter_dir), adapter_dir, run_id=run_id, decide_champion=True)
+
+
+def _train_into(out: Path, base: LoadedModel, task: Task, training: TrainingConfig, *, progress: bool,
+                embed_examples: int) -> None:
+    """Train into this process's staging directory, then rename it to `out` in one step: `out` is
+    complete or absent, and two trainings never write into one directory."""
+    staging = _staging_dir(out)
+    try:
+        train_lora(base, task, training, staging, progress=progress, embed_examples=embed_examples)
+        fault("mid-train")  # a kill anywhere in training leaves just this: a staging directory
+        try:
+            os.rename(staging, out)
+        except OSError:
+            if (out / CARD_FILE).is_file():  # another process finished the same training first: keep it
+                return
+            shutil.rmtree(out, ignore_errors=True)  # an incomplete leftover (no card)
+            os.rename(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_adapter(base: LoadedModel, task: Task, training: TrainingConfig, registry: AdapterRegistry,
                    run: RunContext, *, embed_examples: int = 64, progress: bool = True) -> EnsuredAdapter:
     """The registered adapter for (base, task data, training): found; or a finished local training
-    registered; or trained, registered and returned. Safe to call again after any failure."""
-    existing = registry.find(base.fingerprint, task.fingerprint, training.fingerprint)
+    registered; or trained, registered and returned. Safe to call again after any failure, and from
+    several processes at once."""
+    fingerprints = (base.fingerprint, task.fingerprint, training.fingerprint)
+    existing = registry.find(*fingerprints)
     if existing is not None:
-        return EnsuredAdapter(existing, trained=False)
+        return EnsuredAdapter(registry.settle_champion(existing), trained=False)
     uri = registry.client.tracking_uri
     out = _work_dir(base, task, training)
     out.parent.mkdir(parents=True, exist_ok=True)
-    parent = run.parent_run_id or _parent_run(uri)
-    tags = {"lorasoup.step": "train", "lorasoup.task": task.name, "lorasoup.base_model": base.spec}
-    with tracking.run(run.experiment, f"train {task.name}", parent_run_id=parent, tracking_uri=uri,
-                      tags=tags) as run_id:
-        tracking.log_params(run_id, {"task": task.name, "base_model": base.spec,
-                                     "base_fingerprint": base.fingerprint, "data_fingerprint": task.fingerprint,
-                                     "config_fingerprint": training.fingerprint, "n_train": len(task.train),
-                                     **training.model_dump(mode="json")}, uri)
-        reused = (out / CARD_FILE).is_file()
-        if reused:
-            tracking.set_tags(run_id, {"lorasoup.reused_local_training": "true"}, uri)
-        else:
-            # a staging directory of this process only: the complete directory appears at once by rename
-            staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{out.name}.partial-"))
-            try:
-                train_lora(base, task, training, staging, progress=progress, embed_examples=embed_examples)
-                shutil.rmtree(out, ignore_errors=True)  # an incomplete leftover (no card)
-                staging.rename(out)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        _log_training(run_id, AdapterCard.read(out), uri)
-        version = register_adapter(registry, out, run_id)
+    with _adapter_lock(out, task.name):
+        existing = registry.find(*fingerprints)  # registered while this process waited for the lock
+        if existing is not None:
+            return EnsuredAdapter(registry.settle_champion(existing), trained=False)
+        key = AdapterCard.model_construct(base_model=base.spec, name=task.name, data_fingerprint=task.fingerprint,
+                                          config_fingerprint=training.fingerprint).store_key
+        adopted = registry.adopt(key, *fingerprints, decide_champion=True)
+        if adopted is not None:  # published by a run killed before registering: register, never retrain
+            return EnsuredAdapter(adopted, trained=True, adopted=True)
+        parent = run.parent_run_id or _parent_run(uri)
+        tags = {"lorasoup.step": "train", "lorasoup.task": task.name, "lorasoup.base_model": base.spec}
+        with tracking.run(run.experiment, f"train {task.name}", parent_run_id=parent, tracking_uri=uri,
+                          tags=tags) as run_id:
+            tracking.log_params(run_id, {"task": task.name, "base_model": base.spec,
+                                         "base_fingerprint": base.fingerprint, "data_fingerprint": task.fingerprint,
+                                         "config_fingerprint": training.fingerprint, "n_train": len(task.train),
+                                         **training.model_dump(mode="json")}, uri)
+            reused = (out / CARD_FILE).is_file()
+            if reused:
+                tracking.set_tags(run_id, {"lorasoup.reused_local_training": "true"}, uri)
+            else:
+                _train_into(out, base, task, training, progress=progress, embed_examples=embed_examples)
+                fault("after-train")
+            _log_training(run_id, AdapterCard.read(out), uri)
+            version = register_adapter(registry, out, run_id)
     return EnsuredAdapter(version, trained=True, reused_local_training=reused)
 
 
 def ensure_pool(pool: PoolConfig, base: LoadedModel, registry: AdapterRegistry, run: RunContext, *,
                 progress: bool = True) -> PoolResult:
     """Make sure every task of the pool has a registered adapter; train only the missing ones."""
-    plan = plan_pool(pool, base, registry)
+    plan = plan_pool(pool, base, registry, run)
     ensured = {item.task.name: ensure_adapter(base, item.task, item.training, registry, run,
                                               embed_examples=pool.embed_examples, progress=progress)
                for item in plan.missing}

@@ -2,7 +2,9 @@
 
 A version's `source` is the artifact URI; tags carry the task, base model, rank, targets and the
 fingerprints that make registration idempotent. The artifact is published (atomically) before the
-version is created and deleted again if creating the version fails, so neither exists without the other.
+version is created and deleted again if creating the version fails, so neither exists without the other
+(a process killed in between leaves a committed artifact that the next registration of the same
+adapter adopts).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 
 from lorasoup_core import tracking
-from lorasoup_core.adapters.card import AdapterCard, slug
+from lorasoup_core.adapters.card import CARD_FILE, AdapterCard, slug
 from lorasoup_core.config import StorageConfig
-from lorasoup_core.storage import ArtifactStore, StoreError, fetch, open_store
+from lorasoup_core.settings import fault
+from lorasoup_core.storage import Artifact, ArtifactStore, StoreError, fetch, open_store
 
 PREFIX = "lorasoup"
 FINGERPRINTS = ("base_fingerprint", "data_fingerprint", "config_fingerprint")
+CHAMPION_PENDING = "lorasoup.champion_pending"  # on a version until its champion decision is made
 
 
 class RegistryError(LookupError):
@@ -153,23 +157,77 @@ class AdapterRegistry:
         return fetch(version.store_uri, dest)
 
     # -- writes -------------------------------------------------------------------------------------
-    def register(self, card: AdapterCard, local_dir: str | Path, run_id: str | None = None) -> AdapterVersion:
+    def register(self, card: AdapterCard, local_dir: str | Path, run_id: str | None = None, *,
+                 decide_champion: bool = False) -> AdapterVersion:
         """Publish the directory, then create the version (source = the artifact URI); the same
         fingerprints return the existing version. A failure after publishing removes the artifact
-        again unless some version already references it: never an artifact without its version."""
+        again unless some version already references it: never an artifact without its version.
+
+        Concurrent writers (two teammates, one registry) converge on one version: an artifact already
+        committed under the key with the same fingerprints is reused, never replaced, and of two versions
+        created at once the first stays and the other is deleted again. `decide_champion` moves
+        `champion` when the version improves on it, and marks the version until that is done, so a run
+        killed in between is finished by the next one (`settle_champion`)."""
         existing = self.find(card.base_fingerprint, card.data_fingerprint, card.config_fingerprint)
         if existing:
-            return existing
+            return self.settle_champion(existing) if decide_champion else existing
         key = card.store_key
+        metadata = {"card": card.name, **({"run_id": run_id} if run_id else {})}
         try:
-            artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
+            artifact, ours = self.store.publish(local_dir, key, metadata=metadata), True
         except StoreError:
-            if not self.store.exists(key) or self._referenced(self.store.uri_for(key)):
+            if not self.store.exists(key):
+                raise
+            adopted = self._committed(key, card)
+            if adopted is not None:  # another writer's (or a killed run's) copy of this adapter: use it
+                return self._create_version(*adopted, run_id=adopted[0].metadata.get("run_id") or run_id,
+                                            ours=False, decide_champion=decide_champion)
+            if self._referenced(self.store.uri_for(key)):
                 raise
             # other content under the key, left by an interrupted registration and never referenced: replace
             self.store.delete(key)
-            artifact = self.store.publish(local_dir, key, metadata={"card": card.name})
+            artifact, ours = self.store.publish(local_dir, key, metadata=metadata), True
+        fault("after-publish")
+        return self._create_version(artifact, card, run_id=run_id, ours=ours, decide_champion=decide_champion)
+
+    def adopt(self, key: str, base_fingerprint: str, data_fingerprint: str, config_fingerprint: str, *,
+              decide_champion: bool = False) -> AdapterVersion | None:
+        """Register the artifact committed under `key` when it holds this adapter (its card's fingerprints)
+        and no version does yet: what a run killed between publishing and registering left behind. None
+        when there is no such artifact."""
+        try:
+            if not self.store.exists(key):
+                return None
+        except StoreError:
+            return None
+        want = AdapterCard.model_construct(base_fingerprint=base_fingerprint, data_fingerprint=data_fingerprint,
+                                           config_fingerprint=config_fingerprint)
+        adopted = self._committed(key, want)
+        if adopted is None:
+            return None
+        existing = self.find(base_fingerprint, data_fingerprint, config_fingerprint)
+        if existing:
+            return self.settle_champion(existing) if decide_champion else existing
+        return self._create_version(*adopted, run_id=adopted[0].metadata.get("run_id"), ours=False,
+                                    decide_champion=decide_champion)
+
+    def _committed(self, key: str, card: AdapterCard) -> tuple[Artifact, AdapterCard] | None:
+        """The committed artifact under `key` and its card, when the card has `card`'s fingerprints."""
+        try:
+            artifact = self.store.manifest(key)
+            theirs = AdapterCard.model_validate_json(self.store.read_bytes(key, CARD_FILE))
+        except (StoreError, ValueError):
+            return None
+        if any(getattr(theirs, k) != getattr(card, k) for k in FINGERPRINTS):
+            return None
+        return artifact, theirs
+
+    def _create_version(self, artifact: Artifact, card: AdapterCard, *, run_id: str | None, ours: bool,
+                        decide_champion: bool) -> AdapterVersion:
         name = model_name(card.base_model, card.name)
+        tags = _tags(card, artifact.uri)
+        if decide_champion:
+            tags[CHAMPION_PENDING] = "true"
         try:
             try:
                 self.client.create_registered_model(
@@ -177,20 +235,58 @@ class AdapterRegistry:
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            mv = self.client.create_model_version(name, source=artifact.uri, run_id=run_id,
-                                                  tags=_tags(card, artifact.uri),
+            mv = self.client.create_model_version(name, source=artifact.uri, run_id=run_id, tags=tags,
                                                   description=f"{card.origin} adapter, sha256 {artifact.sha256[:16]}")
         except BaseException:
-            if not self._referenced(artifact.uri):
-                self.store.delete(key)
+            if ours and not self._referenced(artifact.uri):
+                self.store.delete(artifact.key)
             raise
-        if run_id:  # link back from the training run to its version (a run of another store: no link)
-            try:
-                self.client.set_tag(run_id, "lorasoup.model_version", f"{name}/{mv.version}")
-            except MlflowException as err:
-                if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-        return self.get(f"{name}/{mv.version}")
+        fault("after-version")
+        # Compare-and-swap by convention: a writer that created a version while another one did keeps the
+        # first (the one `find` returns to everybody) and deletes its own again.
+        first = self.find(card.base_fingerprint, card.data_fingerprint, card.config_fingerprint)
+        if first is not None and first.ref != f"{name}/{mv.version}":
+            self.client.delete_model_version(name, str(mv.version))
+            if ours and first.store_uri != artifact.uri and not self._referenced(artifact.uri):
+                self.store.delete(artifact.key)
+            version = first
+        else:
+            version = self.get(f"{name}/{mv.version}")
+        self._link_run(run_id, version)
+        return self.settle_champion(version) if decide_champion else version
+
+    def _link_run(self, run_id: str | None, version: AdapterVersion) -> None:
+        """Link back from the training run to its version (a run of another store: no link)."""
+        if not run_id:
+            return
+        try:
+            self.client.set_tag(run_id, "lorasoup.model_version", version.ref)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def settle_champion(self, version: AdapterVersion) -> AdapterVersion:
+        """Finish the champion decision of a version registered with `decide_champion` (a no-op once
+        done): the repair for a run killed after creating the version but before moving `champion`."""
+        if CHAMPION_PENDING not in version.tags:
+            return version
+        fault("before-champion")
+        self.set_champion_if_better(version)
+        try:
+            self.client.delete_model_version_tag(version.name, version.version, CHAMPION_PENDING)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":  # settled (and cleared) concurrently
+                raise
+        if version.run_id:
+            self._link_run(version.run_id, version)  # the link is written after the version: maybe lost too
+        return self.get(version.ref)
+
+    def orphans(self, prefix: str = "adapters/") -> list[str]:
+        """Keys of committed artifacts under `prefix` that no registered version points to. A run killed
+        between publishing and registering leaves one, and the next run of the same adapter registers it
+        (`adopt`); any other is garbage the registry (not the store, which knows no versions) can name."""
+        referenced = {v.store_uri for v in self._search({})}
+        return [k for k in self.store.list(prefix) if self.store.uri_for(k) not in referenced]
 
     def _referenced(self, uri: str) -> bool:
         try:

@@ -3,7 +3,8 @@
 An artifact is a key (a relative path) holding files plus a manifest that lists each file's
 sha256. The manifest is the commit marker and is written last: readers treat a key without one
 as absent, so a publish killed halfway leaves nothing visible. On local disk the whole directory
-is also staged and renamed into place in one step.
+is also staged and renamed into place in one step. The root holds a store marker, so listing and
+cleaning never walk (or delete in) a directory that lorasoup did not make.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +24,10 @@ from typing import Any
 
 from lorasoup_core.fingerprint import file_digests, sha256_file, sha256_json
 from lorasoup_core.storage.backends import BACKENDS
+from lorasoup_core.storage.safety import UnsafePath, check_files, check_links, staged_destination
 
 MANIFEST = "_lorasoup_manifest.json"
+STORE_MARKER = "_lorasoup_store.json"
 STAGING = ".staging"
 _KEY_RE = re.compile(r"^[A-Za-z0-9._@=+\-]+(/[A-Za-z0-9._@=+\-]+)*$")
 
@@ -60,8 +65,8 @@ def check_key(key: str) -> str:
     key = key.strip("/")
     if key and (not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/"))):
         raise StoreError(f"invalid artifact key {key!r}: use letters, digits and . _ @ = + - separated by /")
-    if key.split("/")[0] == STAGING:
-        raise StoreError(f"artifact key {key!r} is inside the reserved staging area")
+    if key.split("/")[0] in (STAGING, STORE_MARKER):
+        raise StoreError(f"artifact key {key!r} is reserved for the store's own files")
     return key
 
 
@@ -86,54 +91,113 @@ class ArtifactStore:
         key = check_key(key)
         return f"{self.uri}/{key}" if key else self.uri
 
+    # -- the root -----------------------------------------------------------------------------
+    @contextmanager
+    def _remote(self, doing: str) -> Iterator[None]:
+        """S3 failures as one clear line naming the endpoint (timeouts, refused connections, denied
+        access: botocore/aiohttp types vary), not a traceback."""
+        try:
+            yield
+        except (StoreError, FileNotFoundError, UnsafePath):
+            raise
+        except Exception as err:
+            if self.scheme != "s3":
+                raise
+            endpoint = self.fs.client_kwargs.get("endpoint_url") or "the default AWS S3 endpoint"
+            raise StoreError(f"S3 request to {endpoint} failed while {doing} {self.uri}: "
+                             f"{type(err).__name__}: {err}".replace("\n", " ")) from None
+
+    def _check_bucket(self) -> None:
+        """S3 only: one prompt request, so a missing bucket or a dead endpoint is a clear error rather
+        than an empty listing or minutes of retries."""
+        if self.scheme != "s3":
+            return
+        bucket = self.root.split("/")[0]
+        try:
+            with self._remote("checking the bucket of"):
+                self.fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            endpoint = self.fs.client_kwargs.get("endpoint_url") or "the default AWS S3 endpoint"
+            raise StoreError(f"S3 bucket {bucket!r} does not exist at {endpoint} (store {self.uri})") from None
+
+    def _is_store(self) -> bool:
+        """True for a lorasoup store, False for a root with nothing in it yet; anything else (say
+        file:/// or a home directory) is refused, never walked."""
+        self._check_bucket()
+        with self._remote("reading"):
+            if self.fs.exists(f"{self.root}/{STORE_MARKER}"):
+                return True
+            if not self.fs.exists(self.root):
+                return False
+            if self.fs.isdir(f"{self.root}/{STAGING}"):  # local stores from before the marker
+                return True
+            if not self.fs.ls(self.root):
+                return False
+        raise StoreError(f"{self.uri} is not a lorasoup artifact store (no {STORE_MARKER} at its root); "
+                         "refusing to walk it: check --uri / LORASOUP_STORE")
+
+    def _mark(self) -> None:
+        marker = f"{self.root}/{STORE_MARKER}"
+        if not self.fs.exists(marker):
+            with self.fs.open(marker, "wb") as f:
+                f.write(json.dumps({"lorasoup": "artifact store", "layout": 1}).encode())
+
     # -- reading ----------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
-        return self.fs.exists(f"{self.path(key)}/{MANIFEST}")
+        with self._remote("reading"):
+            return self.fs.exists(f"{self.path(key)}/{MANIFEST}")
 
     def manifest(self, key: str) -> Artifact:
         path = f"{self.path(key)}/{MANIFEST}"
         try:
-            with self.fs.open(path, "rb") as f:
-                return Artifact(**json.loads(f.read()))
+            with self._remote("reading"), self.fs.open(path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
+            self._check_bucket()
             raise ArtifactNotFound(f"no committed artifact at {self.uri_for(key)}") from None
+        try:
+            return Artifact(**json.loads(raw))
+        except (ValueError, TypeError) as err:
+            raise StoreError(f"malformed manifest at {self.uri_for(key)}: {err}") from None
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys of committed artifacts below a prefix."""
         base = self.path(prefix)
-        if not self.fs.exists(base):
+        if not self._is_store():
             return []
-        found = self.fs.glob(f"{base}/**/{MANIFEST}") + self.fs.glob(f"{base}/{MANIFEST}")
+        with self._remote("listing"):
+            if not self.fs.exists(base):
+                return []
+            found = self.fs.glob(f"{base}/**/{MANIFEST}") + self.fs.glob(f"{base}/{MANIFEST}")
         root = self.root.strip("/")
         keys = {p.strip("/")[len(root):].strip("/").rsplit(MANIFEST, 1)[0].strip("/") for p in found}
         return sorted(k for k in keys if not k.startswith(STAGING))
 
     def download(self, key: str, dest: str | Path, verify: bool = True) -> Path:
-        """Copy a committed artifact into ``dest`` (created; must not hold other files), checking digests."""
+        """Copy a committed artifact into ``dest``, checking digests. ``dest`` must be new or an empty
+        directory: nothing there is ever deleted or overwritten, and a failed download leaves nothing."""
         art = self.manifest(key)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+        src = self.uri_for(key)
         try:
-            for rel, digest in art.files.items():
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.fs.get(f"{self.path(key)}/{rel}", str(target))
-                if verify and sha256_file(target) != digest:
-                    raise StoreError(f"integrity check failed for {self.uri_for(key)}/{rel}: sha256 differs "
-                                     "from the manifest")
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return dest
+            check_files(art.files)  # every name, before anything is written
+            with staged_destination(dest, art.files) as stage:
+                for rel, digest in art.files.items():
+                    target = stage / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with self._remote("downloading from"):
+                        self.fs.get(f"{self.path(key)}/{rel}", str(target))
+                    if verify and sha256_file(target) != digest:
+                        raise StoreError(f"integrity check failed for {src}/{rel}: sha256 differs from the "
+                                         "manifest")
+        except (UnsafePath, OSError) as err:  # OSError: a listed file missing, a full disk, ...
+            raise StoreError(f"cannot download {src}: {err}") from None
+        return Path(os.path.abspath(Path(dest).expanduser()))
 
     def read_bytes(self, key: str, name: str) -> bytes:
         art = self.manifest(key)
         if name not in art.files:
             raise ArtifactNotFound(f"{self.uri_for(key)} has no file {name!r}; it has {sorted(art.files)}")
-        with self.fs.open(f"{self.path(key)}/{name}", "rb") as f:
+        with self._remote("reading"), self.fs.open(f"{self.path(key)}/{name}", "rb") as f:
             return f.read()
 
     # -- writing ----------------------------------------------------------------------------
@@ -146,13 +210,17 @@ class ArtifactStore:
             raise StoreError("publish needs a non-empty key")
         if not local_dir.is_dir():
             raise StoreError(f"cannot publish {local_dir}: not a directory")
-        files = file_digests(local_dir, ignore=(MANIFEST,))
+        try:
+            check_links(local_dir)
+            files = file_digests(local_dir, ignore=(MANIFEST,))
+            size = sum((local_dir / rel).stat().st_size for rel in files)
+        except (UnsafePath, OSError) as err:
+            raise StoreError(f"cannot publish {local_dir}: {err}") from None
         if not files:
             raise StoreError(f"cannot publish {local_dir}: it holds no files")
         art = Artifact(
-            uri=self.uri_for(key), key=key, sha256=sha256_json(files), files=files,
-            size=sum((local_dir / rel).stat().st_size for rel in files), metadata=dict(metadata or {}),
-            created=datetime.now(UTC).isoformat(),
+            uri=self.uri_for(key), key=key, sha256=sha256_json(files), files=files, size=size,
+            metadata=dict(metadata or {}), created=datetime.now(UTC).isoformat(),
         )
         if self.exists(key):
             current = self.manifest(key)
@@ -160,34 +228,59 @@ class ArtifactStore:
                 return current
             raise StoreError(f"{art.uri} is already committed with other content (sha256 {current.sha256[:12]})")
         manifest_bytes = json.dumps(asdict(art), indent=1, sort_keys=True).encode()
-        if self.scheme == "file":
-            self._publish_local(local_dir, key, manifest_bytes)
-        else:
-            self._publish_remote(local_dir, key, files, manifest_bytes)
+        try:
+            with self._remote("publishing to"):
+                self._publish(local_dir, key, files, manifest_bytes)
+        except FileNotFoundError as err:
+            self._check_bucket()
+            raise StoreError(f"cannot publish {local_dir} to {art.uri}: {err}") from None
+        except OSError as err:
+            raise StoreError(f"cannot publish {local_dir} to {art.uri}: {err}") from None
         return art
 
-    def _publish_local(self, local_dir: Path, key: str, manifest_bytes: bytes) -> None:
+    def _publish(self, local_dir: Path, key: str, files: dict[str, str], manifest_bytes: bytes) -> None:
+        self._mark()
+        if self.scheme == "file":
+            self._publish_local(local_dir, key, files, manifest_bytes)
+        else:
+            self._publish_remote(local_dir, key, files, manifest_bytes)
+
+    def _publish_local(self, local_dir: Path, key: str, files: dict[str, str], manifest_bytes: bytes) -> None:
         staging = Path(self.root) / STAGING / uuid.uuid4().hex
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(local_dir, staging, ignore=shutil.ignore_patterns(MANIFEST))
-        (staging / MANIFEST).write_bytes(manifest_bytes)
-        final = Path(self.path(key))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # an uncommitted leftover (no manifest): nobody can be reading it
-            shutil.rmtree(final)
+        staging.mkdir(parents=True)
         try:
-            os.rename(staging, final)
-        except OSError:
+            for rel in files:  # exactly the listed files, as a remote publish uploads
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(local_dir / rel, staging / rel)
+            (staging / MANIFEST).write_bytes(manifest_bytes)
+            final = Path(self.path(key))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # an uncommitted leftover (no manifest): nobody can be reading it
+                shutil.rmtree(final)
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not self.exists(key):  # else a concurrent publish of the same key won
+                    raise
+        finally:  # on any failure (and after a lost race) the staged copy goes
             shutil.rmtree(staging, ignore_errors=True)
-            if not self.exists(key):
-                raise
 
     def _publish_remote(self, local_dir: Path, key: str, files: dict[str, str], manifest_bytes: bytes) -> None:
         base = self.path(key)
-        for rel in files:  # files first; the manifest (a single PUT, atomic on S3) commits them
-            self.fs.put_file(str(local_dir / rel), f"{base}/{rel}")
-        with self.fs.open(f"{base}/{MANIFEST}", "wb") as f:
-            f.write(manifest_bytes)
+        uploaded = []
+        try:
+            for rel in files:  # files first; the manifest (a single PUT, atomic on S3) commits them
+                self.fs.put_file(str(local_dir / rel), f"{base}/{rel}")
+                uploaded.append(f"{base}/{rel}")
+            with self.fs.open(f"{base}/{MANIFEST}", "wb") as f:
+                f.write(manifest_bytes)
+        except BaseException:
+            for path in uploaded:  # best effort; `store clean` gets what a killed process leaves
+                try:
+                    self.fs.rm(path)
+                except Exception:
+                    pass
+            raise
 
     def delete(self, key: str) -> None:
         """Uncommit first (readers stop seeing it), then remove the files."""
@@ -197,26 +290,66 @@ class ArtifactStore:
         if self.fs.exists(base):
             self.fs.rm(base, recursive=True)
 
-    def uncommitted(self) -> list[str]:
-        """Leftovers of interrupted publishes: staging directories and files under keys with no manifest."""
-        if not self.fs.exists(self.root):
+    def uncommitted(self, min_age_s: float | None = None) -> list[str]:
+        """Leftovers of interrupted publishes: staging directories and files under keys with no manifest,
+        untouched for `min_age_s` seconds (default LORASOUP_CLEAN_MIN_AGE minutes, 60): a younger one may be
+        a publish still uploading, whose manifest is about to commit it. memory:// (one process) has no
+        threshold."""
+        if not self._is_store():
             return []
+        min_age = self._min_age(min_age_s)
         committed = set(self.list())
         root = self.root.strip("/")
+        with self._remote("listing"):
+            found = self.fs.find(self.root, detail=True)
+        touched: dict[str, float] = {}  # file (relative to the root) -> last modified, epoch seconds
         out = set()
-        for p in self.fs.find(self.root):
+        for p, info in found.items():
             rel = p.strip("/")[len(root):].strip("/")
+            if rel == STORE_MARKER:
+                continue
+            touched[rel] = _modified(info)
             if rel.startswith(STAGING + "/"):
                 out.add("/".join(rel.split("/")[:2]))
             elif not any(rel == k or rel.startswith(k + "/") for k in committed):
                 out.add(rel.rsplit("/", 1)[0] if "/" in rel else rel)
-        return sorted(out)
+        if min_age <= 0:
+            return sorted(out)
+        now = time.time()
 
-    def clean_uncommitted(self) -> list[str]:
-        leftovers = self.uncommitted()
+        def newest(group: str) -> float:  # a group is as young as its youngest file
+            return max(t for rel, t in touched.items() if rel == group or rel.startswith(group + "/"))
+
+        return sorted(g for g in out if now - newest(g) >= min_age)
+
+    def clean_uncommitted(self, min_age_s: float | None = None) -> list[str]:
+        """Remove what `uncommitted` lists (never a committed artifact, nor a leftover another writer may
+        still commit: younger than the age threshold)."""
+        leftovers = self.uncommitted(min_age_s)
         for rel in leftovers:
             self.fs.rm(f"{self.root}/{rel}", recursive=True)
         return leftovers
+
+    def _min_age(self, min_age_s: float | None) -> float:
+        if self.scheme == "memory":
+            return 0.0
+        if min_age_s is None:
+            from lorasoup_core.settings import get_settings
+
+            return get_settings().clean_min_age_s
+        return float(min_age_s)
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """A file's last modification (epoch seconds) from an fsspec listing: `mtime` (local), `LastModified`
+    (S3), `created` (memory); unknown counts as now (too young to remove)."""
+    value = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def open_store(uri: str | None = None) -> ArtifactStore:

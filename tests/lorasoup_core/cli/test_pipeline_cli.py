@@ -28,3 +28,24 @@ def test_compose_list_and_eval(tiny_pool, shared_data):
     bad = runner.invoke(app, ["eval", "--benchmark", "nope", "--model", "tiny-llama"])
     assert bad.exit_code == 2 and "unknown benchmark 'nope'" in bad.output
 
+
+
+def test_compose_exports_at_a_capped_rank(tiny_pool, tmp_path):
+    import json
+
+    from lorasoup_core.storage import fetch
+
+    reg = AdapterRegistry()
+    for skill in ("add", "count_items", "first_item"):
+        reg.register(AdapterCard.read(tiny_pool[skill]), tiny_pool[skill])
+    out = runner.invoke(app, ["compose", "--model", "tiny-llama", "--target", "skills:count_then_add", "--method",
+                              "uniform", "--filter", "embedding", "-k", "3", "--export-rank", "4"])
+    assert out.exit_code == 0, out.output
+    uri = out.output.strip().splitlines()[-1].split(" at ")[1]
+    local = fetch(uri, tmp_path / "capped")
+    assert json.loads((local / "adapter_config.json").read_text())["r"] == 4
+    card = AdapterCard.read(local)
+    assert 0 < card.metrics["export_truncation_error"] < 1  # three rank-8 adapters: 24 -> 4 loses something
+    bad = runner.invoke(app, ["compose", "--model", "tiny-llama", "--target", "skills:count_then_add", "--base-ref",
+                              "somewhere"])
+    assert bad.exit_code == 2 and "'somewhere' is not one of" in bad.output
