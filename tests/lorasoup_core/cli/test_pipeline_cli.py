@@ -9,10 +9,15 @@ from lorasoup_core.registry import AdapterRegistry
 runner = CliRunner()
 
 
-def test_compose_list_and_eval(tiny_pool, shared_data):
+def _register(tiny_pool) -> AdapterRegistry:
     reg = AdapterRegistry()
     for skill in ("add", "count_items", "first_item"):
         reg.register(AdapterCard.read(tiny_pool[skill]), tiny_pool[skill])
+    return reg
+
+
+def test_compose_list_and_eval(tiny_pool, shared_data):
+    _register(tiny_pool)
     out = runner.invoke(app, ["compose", "--model", "tiny-llama", "--target", "skills:count_items", "--method",
                               "lorahub", "--filter", "embedding", "-k", "2", "--set", "budget=6"])
     assert out.exit_code == 0, out.output
@@ -35,9 +40,7 @@ def test_compose_exports_at_a_capped_rank(tiny_pool, tmp_path):
 
     from lorasoup_core.storage import fetch
 
-    reg = AdapterRegistry()
-    for skill in ("add", "count_items", "first_item"):
-        reg.register(AdapterCard.read(tiny_pool[skill]), tiny_pool[skill])
+    _register(tiny_pool)
     out = runner.invoke(app, ["compose", "--model", "tiny-llama", "--target", "skills:count_then_add", "--method",
                               "uniform", "--filter", "embedding", "-k", "3", "--export-rank", "4"])
     assert out.exit_code == 0, out.output
