@@ -9,6 +9,7 @@ and plots in MLflow, a Prefect table artifact, and the report in the artifact st
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,35 @@ def _subflow(remote: bool, deployment: str, local_flow: Any, **parameters: Any) 
     result storage, which must then be shared, e.g. an S3 result storage block)."""
     if not remote:
         return local_flow(**parameters)
-    run = run_deployment(deployment, parameters=parameters, as_subflow=True)
-    if not run.state or not run.state.is_completed():
-        raise RuntimeError(f"deployment {deployment} ended {run.state.name if run.state else 'without a state'}")
-    return run.state.result()
+    return _remote_runs(deployment, [parameters])[0]
+
+
+_LABEL_KEYS = ("target_index", "seed")  # what tells the runs of one deployment apart in an error
+
+
+def _remote_runs(deployment: str, runs: list[dict[str, Any]], poll_s: float = 2.0) -> list[Any]:
+    """Run a deployment once per parameter set, all at once (the GPU pool's workers take them in parallel),
+    and return their results in the order given. Waits for every run, then fails naming each that did not
+    complete, so none is left unwatched."""
+    from prefect.client.orchestration import get_client
+
+    submitted = [run_deployment(deployment, parameters=p, as_subflow=True, timeout=0) for p in runs]
+    final: dict[Any, Any] = {}
+    with get_client(sync_client=True) as client:  # run_deployment's own wait (polling), for all runs at once
+        while pending := [run.id for run in submitted if run.id not in final]:
+            for run_id in pending:
+                run = client.read_flow_run(run_id)
+                if run.state and run.state.is_final():
+                    final[run_id] = run
+            if len(final) < len(submitted):
+                time.sleep(poll_s)
+    done = [final[run.id] for run in submitted]
+    failed = [f"{r.name} ({', '.join(f'{k}={p[k]}' for k in _LABEL_KEYS if k in p)}) {r.state.name}: "
+              f"{(r.state.message or '')[:300]}" for r, p in zip(done, runs, strict=True) if not r.state.is_completed()]
+    if failed:
+        raise RuntimeError(f"deployment {deployment}: {len(failed)} of {len(runs)} runs did not complete: "
+                           + "; ".join(failed))
+    return [r.state.result() for r in done]
 
 
 @flow(name="experiment", log_prints=True)
@@ -56,11 +82,12 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
             base = BaseRef(model=cfg.model, fingerprint=pool.base_fingerprint)
             datamix = ensure_datamix(cfg.pool, base, cfg.storage, RunContext(cfg.experiment_name,
                                      cfg.tracking.tracking_uri, run_id), cfg.seed).version
-        results = [
-            _subflow(remote, "compose-and-evaluate/compose-and-evaluate", compose_and_evaluate, config=as_dict,
-                     target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
-            for i in range(len(cfg.targets)) for seed in cfg.run_seeds
-        ]
+        cells = [dict(config=as_dict, target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
+                 for i in range(len(cfg.targets)) for seed in cfg.run_seeds]
+        if remote:  # every target at once on the GPU pool; results in target order
+            results = _remote_runs("compose-and-evaluate/compose-and-evaluate", cells)
+        else:
+            results = [compose_and_evaluate(**cell) for cell in cells]
         published = publish_report(cfg, run_id, results, pool)
     except BaseException:
         finish_experiment_run(cfg, run_id, failed=True)
