@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=BBH_TASKS, help="BBH tasks of the bbh scenarios")
     parser.add_argument("--examples", type=int, default=16, help="test examples per task")
     parser.add_argument("--batch-size", type=int, default=64, help="most rows per batch (the harness's default)")
-    parser.add_argument("--max-batch-tokens", type=int, default=4096,
+    parser.add_argument("--max-batch-tokens", type=int, default=8192,
                         help="padded prompt + new tokens per batch (the harness's default)")
     parser.add_argument("--adapter-rank", type=int, default=16, help="rank of the bbh-lora adapter")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -33,7 +33,7 @@ def eval_cmd(
     data: str = typer.Option(None, help="Data directory or hub id of the benchmark (default: LORASOUP_DATA_DIR)."),
     seed: int = typer.Option(0, help="Seed for splits, demonstrations and bootstrap."),
     batch_size: int = typer.Option(64, min=1, help="Most rows per generation batch."),
-    max_batch_tokens: int = typer.Option(4096, min=1, help="Padded tokens (prompt + new) per batch."),
+    max_batch_tokens: int = typer.Option(8192, min=1, help="Padded tokens (prompt + new) per batch."),
     icl_demos: IclDemos = typer.Option(None, help="icl: demonstrations per example or one shared draw "
                                                   "(default: the benchmark's; gsm-hard: shared)."),
     multiple_choice: bool = typer.Option(False, "--multiple-choice", help="Also score closed answer sets by "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from lorasoup_core.compose import cat, cat_fewshot, centroid, lorahub, merges  # noqa: F401  (register the composers)
 from lorasoup_core.compose.base import (
     COMPOSERS,
@@ -44,6 +46,13 @@ def compose(method: str, base: LoadedModel, candidates: list[Candidate], target:
     output = spec.fn(Inputs(base, stack, target, shots, settings, seed, dict(train_data or {})))
     if not isinstance(output, ComposerOutput):
         raise TypeError(f"composer {method!r} returned {type(output).__name__}, not ComposerOutput")
+    broken = [m for m, (a, b) in output.factors.items() if not (torch.isfinite(a).all() and torch.isfinite(b).all())]
+    if broken:  # never export (and register) a NaN adapter, whatever the method
+        culprits = stack.nonfinite()
+        raise CompositionError(
+            f"{method} composition for target {target.name!r} has NaN/inf weights in {len(broken)} module(s) "
+            f"(first: {broken[0]}); " + (f"candidate(s) with NaN/inf weights: {', '.join(culprits)}; retrain them "
+                                         "or leave them out of the pool" if culprits else "the candidates are finite"))
     max_length = settings.max_length if isinstance(settings, ObjectiveSettings) else 256
     return Composition(method, stack.names, output, base, target, shots, settings, seed,
                        versions=[c.version for c in candidates],

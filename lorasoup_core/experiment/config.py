@@ -126,7 +126,7 @@ class EvalConfig(StrictModel):
         "per_example", description="ICL demonstrations drawn per test example, or one draw shared by all.")
     multiple_choice: bool = Field(False, description="Also score closed answer sets by option log-likelihood "
                                   "(reported as '<method>/mc' beside exact match).")
-    max_batch_tokens: int | None = Field(4096, gt=0, description="Padded tokens (prompt + new) per generation "
+    max_batch_tokens: int | None = Field(8192, gt=0, description="Padded tokens (prompt + new) per generation "
                                          "batch: short prompts share big batches, long ones small; None: no limit.")
     merge_adapter: bool = Field(True, description="Merge the evaluated adapter into the base weights while "
                                 "scoring (restored exactly afterwards).")

@@ -37,7 +37,7 @@ class BenchmarkConfig(StrictModel):
                                   "option's log-likelihood and report the best option's accuracy as '<method>/mc'.")
     prefix_cache: bool = Field(True, description="Encode the prompts' shared token prefix once (causal models); "
                                "predictions are those of the uncached path.")
-    max_batch_tokens: int | None = Field(4096, gt=0, description="Padded tokens (prompt + new) per generation "
+    max_batch_tokens: int | None = Field(8192, gt=0, description="Padded tokens (prompt + new) per generation "
                                          "batch (beside the batch_size row cap); None: batch_size rows whatever "
                                          "their length.")
     merge_adapter: bool = Field(True, description="Merge an evaluated LoRA into the base weights for the "

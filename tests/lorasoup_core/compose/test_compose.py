@@ -117,9 +117,12 @@ def test_bad_inputs(tiny_llama, tiny_t5, tiny_pool, target, tmp_path):
     key = next(k for k in tensors if "lora_B" in k)
     tensors[key][0, 0] = float("nan")
     save_file(tensors, tmp_path / "nan" / "adapter_model.safetensors")
+    broken = Candidate("nan", tmp_path / "nan", AdapterCard.read(tmp_path / "nan"))
     with pytest.raises(CompositionError, match="objective is nan"):
-        compose("lorahub", tiny_llama, [Candidate("nan", tmp_path / "nan", AdapterCard.read(tmp_path / "nan"))], task,
-                shots, {"budget": 3})
+        compose("lorahub", tiny_llama, [broken], task, shots, {"budget": 3})
+    # a merge has no objective to notice it: the composition itself is refused, naming the adapter
+    with pytest.raises(CompositionError, match="uniform composition .* NaN/inf .* candidate.*: nan"):
+        compose("uniform", tiny_llama, [broken, *_cands(tiny_pool)[:1]], task, shots)
     assert {"lorahub", "cat", "cat_fewshot", "uniform", "linear", "ties", "dare_linear", "dare_ties", "svd", "ties_svd", "dare_linear_svd", "dare_ties_svd", "centroid"} <= set(
         COMPOSERS.names())
 
