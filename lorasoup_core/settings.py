@@ -71,6 +71,7 @@ def use_prefect_home() -> Path | None:
     if "PREFECT_PROFILES_PATH" not in os.environ and profiles.is_file():
         os.environ["PREFECT_PROFILES_PATH"] = str(profiles)
     home = get_settings().home / "prefect"
+    home.mkdir(parents=True, exist_ok=True)  # Prefect's sqlite cannot create its own parent directories
     os.environ["PREFECT_HOME"] = str(home)
     return home
 

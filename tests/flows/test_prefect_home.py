@@ -34,7 +34,9 @@ def test_use_prefect_home_needs_lorasoup_home_and_no_prefect_yet(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.split() == ["None", "None", "None"], out.stdout + out.stderr
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "LORASOUP_HOME": str(tmp_path)},
+    fresh = tmp_path / "not-yet"  # a LORASOUP_HOME that does not exist yet: Prefect's database needs its dir
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "LORASOUP_HOME": str(fresh)},
                          capture_output=True, text=True, timeout=300)
-    home = str(tmp_path / "prefect")
+    home = str(fresh / "prefect")
     assert out.returncode == 0 and out.stdout.split() == [home, home, "None"], out.stdout + out.stderr
+    assert (fresh / "prefect").is_dir()
