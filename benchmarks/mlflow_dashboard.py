@@ -63,6 +63,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(args.tracking_uri)
+    from lorasoup_core.tracking import experiment_id
+
+    experiment_id(args.experiment, args.tracking_uri)  # tags an older experiment so the UI opens its runs
     exp = client.get_experiment_by_name(args.experiment)
     parent = client.search_runs([exp.experiment_id], "tags.`lorasoup.kind` = 'experiment'", max_results=1,
                                 order_by=["attributes.start_time DESC"])[0]
@@ -84,7 +87,8 @@ def main() -> None:
         search = urllib.parse.quote("tags.`lorasoup.step` = 'evaluate'")
         ids = json.dumps([r.info.run_id for r in evals], separators=(",", ":"))
         pages = {
-            "runs_table": f"{ui}/#/experiments/{exp.experiment_id}?searchFilter={search}",
+            "runs_table": f"{ui}/#/experiments/{exp.experiment_id}/runs?searchFilter={search}",
+            "chart": f"{ui}/#/experiments/{exp.experiment_id}/runs?searchFilter={search}&compareRunsMode=CHART",
             "compare": f"{ui}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments="
                        f"{urllib.parse.quote(json.dumps([exp.experiment_id]))}",
             "parent_run": f"{ui}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}",

@@ -23,6 +23,8 @@ from lorasoup_core.reporting import ResultRow, markdown_table, result_figures
 from lorasoup_core.settings import get_settings, is_stale, process_tags
 
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment of this kind on its runs table (charts, compare), not on GenAI traces
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,12 @@ def experiment_id(name: str, tracking_uri: str | None = None, artifact_location:
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND) is None:  # made before the tag existed: MLflow's UI would open traces
+            c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return exp.experiment_id
     location = artifact_location or default_artifact_location(c.tracking_uri)
     try:
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
     except Exception:  # created concurrently by another worker
         exp = c.get_experiment_by_name(name)
         if exp is None:
