@@ -68,7 +68,7 @@ def test_nan_objective_names_the_broken_adapter_and_stops_the_search(tiny_llama,
             time.sleep(0.1)
         assert not _messaging_threads(), "the optimizer's thread still waits for a tell"
     finally:
-        for t in _messaging_threads():  # before the fix: let this session exit anyway
+        for t in _messaging_threads():  # should this test fail: still let the test process exit
             t.stop()
 
 
