@@ -8,7 +8,6 @@ Top-level imports stay light: the worker's flow-run processes import this file f
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
+
+from tests.flows.conftest import start_process, stop_process
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -36,20 +37,6 @@ def fan_out(runs: list[dict]) -> list[int]:
     from flows.experiment import _remote_runs
 
     return _remote_runs("cell/cell", runs, poll_s=0.5)
-
-
-def _start(args, env, log):
-    return subprocess.Popen(args, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 class Server:
@@ -87,8 +74,8 @@ def server(tmp_path_factory):
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1"}
     log_path = home / "server.log"
     with open(log_path, "wb") as log:
-        proc = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                       "--no-ui"], env, log)
+        proc = start_process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-ui"], env, log, cwd=REPO)
         served = Server(api, env, log_path)
         try:
             try:
@@ -97,7 +84,7 @@ def server(tmp_path_factory):
                 pytest.fail(f"{err}{served.tail()}")
             yield served
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _snapshot(client) -> dict[str, dict]:
@@ -164,7 +151,7 @@ def test_remote_runs_go_together_and_come_back_in_order(server):
         deployment_id = Flow.from_source(str(REPO), "tests/flows/test_deploy_server.py:cell").deploy(
             "cell", work_pool_name="test-remote", build=False, push=False, print_next_steps=False)
     log = open(server.log, "ab")
-    worker = _start([str(BIN / "prefect"), "worker", "start", "--pool", "test-remote"], server.env, log)
+    worker = start_process([str(BIN / "prefect"), "worker", "start", "--pool", "test-remote"], server.env, log, cwd=REPO)
     try:
         with server.client():
             results = fan_out([{"target_index": i} for i in range(3)])
@@ -175,7 +162,7 @@ def test_remote_runs_go_together_and_come_back_in_order(server):
     except BaseException as err:
         raise AssertionError(f"{err!r}{server.tail()}") from err
     finally:
-        _stop(worker)
+        stop_process(worker)
         log.close()
 
     assert results == [0, 10, 20]  # in the order given, whatever order they finished in

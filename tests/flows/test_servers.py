@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -17,23 +16,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO_ROOT, free_port, wait_http
-from tests.flows.conftest import tiny_config, write_config
+from tests.flows.conftest import start_process, stop_process, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 BIN = os.path.dirname(sys.executable)
-
-
-def _start(args, env, log):
-    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _flow_runs_by_deployment(env) -> dict[str, list[str]]:
@@ -76,7 +62,7 @@ def test_deployment_on_real_servers(tmp_path, mlflow_server, s3_bucket, moto_ser
            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
            "LORASOUP_HOME": str(tmp_path / "home")}
     log = open(tmp_path / "servers.log", "wb")
-    server = _start([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    server = start_process([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
     workers = []
     try:
         wait_http(f"{api}/health", server, timeout=120)
@@ -84,7 +70,7 @@ def test_deployment_on_real_servers(tmp_path, mlflow_server, s3_bucket, moto_ser
                              capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "deployed experiment/tiny" in out.stdout
-        workers = [_start([f"{BIN}/prefect", "worker", "start", "--pool", pool, "--type", "process"], env, log)
+        workers = [start_process([f"{BIN}/prefect", "worker", "start", "--pool", pool, "--type", "process"], env, log)
                    for pool in ("test-cpu", "test-gpu")]
         run = subprocess.run([f"{BIN}/prefect", "deployment", "run", "experiment/tiny", "--watch",
                               "--watch-timeout", "600"], env=env, capture_output=True, text=True, timeout=660)
@@ -93,7 +79,7 @@ def test_deployment_on_real_servers(tmp_path, mlflow_server, s3_bucket, moto_ser
         runs = _flow_runs_by_deployment(env)
     finally:
         for p in [*workers, server]:
-            _stop(p)
+            stop_process(p)
         log.close()
 
     # the subflows ran as deployments on the GPU pool, once per target for compose-and-evaluate
