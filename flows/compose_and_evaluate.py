@@ -24,6 +24,7 @@ from tasks.compose import (
     evaluate_method,
     load_target,
     pool_candidates,
+    record_score,
     register_composed,
     select_candidates,
 )
@@ -40,7 +41,7 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     seed = cfg.seed if seed is None else seed
     key = "" if not cfg.seeds else f"@{seed}"  # weights and traces per seed when there are several
     log = get_run_logger()
-    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, parent_run_id)
+    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, parent_run_id, cfg.storage.uri)
     base = resolve_base(cfg.model)
     link_mlflow_run(parent_run_id, cfg.tracking.tracking_uri)
     target_cfg = cfg.targets[target_index]
@@ -89,7 +90,9 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     for label, mode, adapter in subjects:
         report = evaluate_method(base, target, shots, label, mode, adapter, cfg.eval, seed, cfg.storage)
         # a nested MLflow run per evaluation, also when the score came from the cache
-        log_evaluation(run, target, label, seed, report, adapter, links)
+        eval_run_id = log_evaluation(run, target, label, seed, report, adapter, links)
+        if adapter is not None:
+            record_score(adapter, target.name, report, eval_run_id, cfg.storage, run)
         result.rows += report.rows  # the main metric, then companions such as '<label>/mc'
         preds = report.predictions[target.name]
         result.scores[label] = [p["score"] for p in preds]

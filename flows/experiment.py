@@ -81,7 +81,7 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
         if "datamix" in cfg.eval.baselines:
             base = BaseRef(model=cfg.model, fingerprint=pool.base_fingerprint)
             datamix = ensure_datamix(cfg.pool, base, cfg.storage, RunContext(cfg.experiment_name,
-                                     cfg.tracking.tracking_uri, run_id), cfg.seed).version
+                                     cfg.tracking.tracking_uri, run_id, cfg.storage.uri), cfg.seed).version
         cells = [dict(config=as_dict, target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
                  for i in range(len(cfg.targets)) for seed in cfg.run_seeds]
         if remote:  # every target at once on the GPU pool; results in target order

@@ -29,7 +29,7 @@ def train_pool(config: str | dict[str, Any] | PoolFile, parent_run_id: str | Non
     and which ones were trained now."""
     cfg = resolve_pool_file(config)
     log = get_run_logger()
-    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, parent_run_id)
+    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, parent_run_id, cfg.storage.uri)
     base = resolve_base(cfg.model)
     plan = plan_pool(cfg.pool, base, cfg.storage, run)
     log.info("pool: %d tasks, %d registered, %d to train", len(plan.adapters),

@@ -35,6 +35,7 @@ class RunContext:
     experiment: str
     tracking_uri: str | None = None
     parent_run_id: str | None = None
+    store_uri: str | None = None  # the artifact store: a remote one also holds the experiment's MLflow artifacts
 
     def cache_identity(self) -> list[str]:
         """Where a cached result's references point: the tracking store its run ids live in and the local
@@ -43,7 +44,7 @@ class RunContext:
         return [self.tracking_uri or settings.tracking_uri, str(settings.home)]
 
     def under(self, parent_run_id: str | None) -> RunContext:
-        return RunContext(self.experiment, self.tracking_uri, parent_run_id)
+        return RunContext(self.experiment, self.tracking_uri, parent_run_id, self.store_uri)
 _MAX_PARAM = 6000  # MLflow's limit on a param value
 
 
@@ -75,25 +76,36 @@ def _open_sqlite_once(uri: str) -> MlflowClient:
     return c
 
 
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment's artifacts go when the tracking store is a local database: beside that
-    database (`<db>-artifacts/`), never `./mlruns` of whatever directory the command runs in, and never
-    shared by two databases. A tracking server decides for itself (None)."""
+def default_artifact_location(tracking_uri: str, store_uri: str | None = None, experiment: str = "") -> str | None:
+    """Where a new experiment's MLflow artifacts go: under the artifact store when that is remote (S3:
+    `<store>/mlflow/<experiment>`, so one bucket prefix holds everything, whatever the tracking server's
+    own default); else beside a local tracking database (`<db>-artifacts/`), never `./mlruns` of whatever
+    directory the command runs in, and never shared by two databases. Else the tracking server decides
+    (None)."""
+    scheme = (store_uri or "").split("://", 1)[0] if "://" in (store_uri or "") else ""
+    if scheme and scheme not in ("file", "memory"):
+        return f"{store_uri.rstrip('/')}/mlflow/{_slug(experiment) or 'default'}"
     if not tracking_uri.startswith("sqlite:///"):
         return None
     db = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
     return db.with_name(f"{db.stem}-artifacts").resolve().as_uri()
 
 
-def experiment_id(name: str, tracking_uri: str | None = None, artifact_location: str | None = None) -> str:
-    """The id of the named experiment, created when missing (one experiment per config)."""
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name.strip()).strip("-")
+
+
+def experiment_id(name: str, tracking_uri: str | None = None, artifact_location: str | None = None,
+                  store_uri: str | None = None) -> str:
+    """The id of the named experiment, created when missing (one experiment per config), its artifacts
+    at `artifact_location` or `default_artifact_location`."""
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.tags.get(EXPERIMENT_KIND) is None:  # made before the tag existed: MLflow's UI would open traces
             c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return exp.experiment_id
-    location = artifact_location or default_artifact_location(c.tracking_uri)
+    location = artifact_location or default_artifact_location(c.tracking_uri, store_uri, name)
     try:
         return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT})
     except Exception:  # created concurrently by another worker
@@ -113,8 +125,9 @@ def git_commit(repo: str | Path | None = None) -> str | None:
 
 
 def start_run(experiment: str, name: str, *, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
-              tracking_uri: str | None = None) -> str:
-    """Create a run (nested under ``parent_run_id`` when given) and return its id."""
+              tracking_uri: str | None = None, store_uri: str | None = None, system_metrics: bool = False) -> str:
+    """Create a run (nested under ``parent_run_id`` when given) and return its id. `system_metrics`
+    samples CPU, memory, disk, network (and GPU) into `system/*` metrics until `end_run`."""
     c = client(tracking_uri)
     # the process that owns the run: a later run on this host marks it KILLED once that process is gone
     all_tags = {"mlflow.runName": name, **process_tags(), **(tags or {})}
@@ -123,12 +136,41 @@ def start_run(experiment: str, name: str, *, parent_run_id: str | None = None, t
         all_tags.setdefault("mlflow.source.git.commit", commit)
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    run = c.create_run(experiment_id(experiment, tracking_uri), tags=all_tags, run_name=name)
+    run = c.create_run(experiment_id(experiment, tracking_uri, store_uri=store_uri), tags=all_tags, run_name=name)
+    if system_metrics and _system_metrics_on():
+        _start_monitor(run.info.run_id, c.tracking_uri)
     return run.info.run_id
 
 
 def end_run(run_id: str, status: str = "FINISHED", tracking_uri: str | None = None) -> None:
+    monitor = _MONITORS.pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()  # flushes the last samples while the run is still RUNNING
     client(tracking_uri).set_terminated(run_id, status=status)
+
+
+_MONITORS: dict[str, Any] = {}  # run id -> its MLflow SystemMetricsMonitor
+
+
+def _system_metrics_on() -> bool:
+    """On unless MLflow's own switch (`MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`) says false."""
+    import os
+
+    return os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").strip().lower() not in ("false", "0", "no")
+
+
+def _start_monitor(run_id: str, tracking_uri: str) -> None:
+    """MLflow's own monitor (a daemon thread); its interval is MLflow's `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`
+    (default here 5 s: a training run lasts a minute or two)."""
+    import logging
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # four INFO lines per run otherwise
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=5, tracking_uri=tracking_uri)
+    monitor.start()
+    _MONITORS[run_id] = monitor
 
 
 def mark_stale_runs(experiment: str, tracking_uri: str | None = None) -> list[str]:
@@ -151,9 +193,10 @@ def mark_stale_runs(experiment: str, tracking_uri: str | None = None) -> list[st
 
 @contextlib.contextmanager
 def run(experiment: str, name: str, *, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None,
-        tracking_uri: str | None = None) -> Iterator[str]:
+        tracking_uri: str | None = None, store_uri: str | None = None, system_metrics: bool = False) -> Iterator[str]:
     """A run that ends FINISHED, or FAILED when the block raises."""
-    run_id = start_run(experiment, name, parent_run_id=parent_run_id, tags=tags, tracking_uri=tracking_uri)
+    run_id = start_run(experiment, name, parent_run_id=parent_run_id, tags=tags, tracking_uri=tracking_uri,
+                       store_uri=store_uri, system_metrics=system_metrics)
     try:
         yield run_id
     except BaseException:

@@ -80,3 +80,12 @@ def evaluate_method(base: BaseRef, target: Task, shots: list[Example], label: st
     return evaluate_task(base.load(), target, mode=mode, adapter=adapter.store_uri if adapter else None,
                          limit=settings.limit, k_shot=settings.k_shot, exclude={target.name: {s.input for s in shots}},
                          seed=seed, batch_size=settings.batch_size, method_label=label, benchmark=settings.benchmark())
+
+
+@task(task_run_name="record-score-{target}-{adapter.name}", cache_policy=NONE, **IO_RETRIES)
+def record_score(adapter: AdapterVersion, target: str, report: EvalReport, eval_run_id: str, storage: StorageConfig,
+                 run: RunContext) -> None:
+    """The evaluated score as tags on the adapter's registered version, linked to the evaluation run."""
+    main = report.rows[0]
+    open_registry(storage, run.tracking_uri).record_score(adapter, target, main.score, (main.ci_low, main.ci_high),
+                                                          main.n, eval_run_id)

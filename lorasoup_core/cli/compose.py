@@ -144,7 +144,8 @@ def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None,
 
         pool = exp.pool if exp else load_pool_file(plan.config).pool
         train_data = training_data(pool, [c.name for c in sel.candidates])
-    run = RunContext(exp.experiment_name if exp else f"compose-{task.name}", exp.tracking.tracking_uri if exp else None)
+    run = RunContext(exp.experiment_name if exp else f"compose-{task.name}", exp.tracking.tracking_uri if exp else None,
+                     store_uri=reg.store.uri)
     try:
         composed = compose_for_target(base, sel.candidates, task, fit, plan.composer, settings, run, seed=plan.seed,
                                       train_data=train_data, export_rank=export_rank, base_ref=base_ref,

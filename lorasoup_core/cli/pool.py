@@ -62,7 +62,7 @@ def train_cmd(config: Path = typer.Option(..., "--config", "-c", help="Pool YAML
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config") from None
     registry = open_registry(cfg.storage, cfg.tracking.tracking_uri)
-    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri)
+    run = RunContext(cfg.experiment_name, cfg.tracking.tracking_uri, store_uri=cfg.storage.uri)
     result = ensure_pool(cfg.pool, shared_model(cfg.model), registry, run, progress=progress)
     for task, v in result.versions.items():
         typer.echo(f"{task}: {v.ref} ({'trained' if task in result.trained else 'already registered'})")

@@ -48,7 +48,8 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
     tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": label,
             "lorasoup.composer": method}
     with tracking.run(run.experiment, f"compose {target.name} {label}", parent_run_id=run.parent_run_id,
-                      tracking_uri=run.tracking_uri, tags=tags) as run_id:
+                      tracking_uri=run.tracking_uri, tags=tags, store_uri=run.store_uri,
+                      system_metrics=True) as run_id:
         tracking.log_params(run_id, {"method": method, "seed": seed, "candidates": [c.version or c.name
                                                                                     for c in candidates],
                                      **settings.model_dump(mode="json")}, run.tracking_uri)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def start_experiment_run(cfg: ExperimentConfig, config_path: str | None) -> str:
     }
     if config_path:
         tags["lorasoup.config_path"] = str(Path(config_path).resolve())
-    run_id = tracking.start_run(cfg.experiment_name, cfg.name, tags=tags, tracking_uri=cfg.tracking.tracking_uri)
+    # named by config and start time (the experiment holds every run of the config); renamed when done
+    name = f"{cfg.name} {time.strftime('%Y-%m-%d %H:%M')}"
+    run_id = tracking.start_run(cfg.experiment_name, name, tags=tags, tracking_uri=cfg.tracking.tracking_uri,
+                                store_uri=cfg.storage.uri, system_metrics=True)
     tracking.log_params(run_id, cfg.model_dump(mode="json"), cfg.tracking.tracking_uri)
     return run_id
 
@@ -66,6 +70,7 @@ def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResul
                          tracking_uri=cfg.tracking.tracking_uri)
     text = analysis.markdown()
     tracking.log_text(run_id, text, "results/report.md", cfg.tracking.tracking_uri)
+    _describe(cfg, run_id, pool, analysis, text)
     seeds = cfg.run_seeds
     doc = {**analysis.to_dict(),
            "rows_per_seed": [{**r.to_dict(), "seed": res.seed} for res in results for r in res.rows],
@@ -85,6 +90,18 @@ def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResul
         artifact = open_store(cfg.storage.uri).publish(out, f"reports/{cfg.name}/{run_id}",
                                                        metadata={"run_id": run_id, "experiment": cfg.experiment_name})
     return PublishedReport(text, artifact, analysis)
+
+
+def _describe(cfg: ExperimentConfig, run_id: str, pool: PoolResult, analysis: Analysis, text: str) -> None:
+    """A name that tells a cold run from a warm one (adapters trained, or all reused) and the report as the
+    run's description (MLflow renders it as markdown on the run page)."""
+    name = tracking.client(cfg.tracking.tracking_uri).get_run(run_id).info.run_name or cfg.name
+    best = max(analysis.macro, key=lambda r: r.score, default=None)
+    parts = [name, f"trained {len(pool.trained)} of {len(pool.versions)}" if pool.trained else "pool reused"]
+    if best is not None:
+        parts.append(f"best {best.method} {100 * best.score:.1f}")
+    tracking.set_tags(run_id, {"mlflow.runName": " · ".join(parts), "mlflow.note.content": text[:60000]},
+                      cfg.tracking.tracking_uri)
 
 
 def finish_experiment_run(cfg: ExperimentConfig, run_id: str, failed: bool = False) -> None:

@@ -45,7 +45,7 @@ def log_evaluation(run: RunContext, target: Task, label: str, seed: int, report:
             tags["lorasoup.adapter_run"] = adapter.run_id
     name = f"eval {target.name} · {label} · seed {seed}"
     with tracking.run(run.experiment, name, parent_run_id=run.parent_run_id, tags=tags,
-                      tracking_uri=run.tracking_uri) as run_id:
+                      tracking_uri=run.tracking_uri, store_uri=run.store_uri) as run_id:
         metrics = {"score": main.score, "ci_low": main.ci_low, "ci_high": main.ci_high, "n": float(main.n)}
         for row in report.rows[1:]:  # companions: '<label>/mc' -> mc, mc_ci_low, mc_ci_high
             metric = row.method.rpartition("/")[2]

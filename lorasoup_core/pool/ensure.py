@@ -253,7 +253,7 @@ def ensure_adapter(base: LoadedModel, task: Task, training: TrainingConfig, regi
         parent = run.parent_run_id or _parent_run(uri)
         tags = {"lorasoup.step": "train", "lorasoup.task": task.name, "lorasoup.base_model": base.spec}
         with tracking.run(run.experiment, f"train {task.name}", parent_run_id=parent, tracking_uri=uri,
-                          tags=tags) as run_id:
+                          tags=tags, store_uri=run.store_uri, system_metrics=True) as run_id:
             tracking.log_params(run_id, {"task": task.name, "base_model": base.spec,
                                          "base_fingerprint": base.fingerprint, "data_fingerprint": task.fingerprint,
                                          "config_fingerprint": training.fingerprint, "n_train": len(task.train),

@@ -9,7 +9,6 @@ adapter adopts).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,11 @@ from mlflow.exceptions import MlflowException
 from lorasoup_core import tracking
 from lorasoup_core.adapters.card import CARD_FILE, AdapterCard, slug
 from lorasoup_core.config import StorageConfig
+from lorasoup_core.registry.tags import FINGERPRINTS, describe, model_tags, version_tags
 from lorasoup_core.settings import fault
 from lorasoup_core.storage import Artifact, ArtifactStore, StoreError, fetch, open_store
 
 PREFIX = "lorasoup"
-FINGERPRINTS = ("base_fingerprint", "data_fingerprint", "config_fingerprint")
 CHAMPION_PENDING = "lorasoup.champion_pending"  # on a version until its champion decision is made
 
 
@@ -49,6 +48,7 @@ class AdapterVersion:
     tags: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
     aliases: list[str] = field(default_factory=list)
+    store_key: str = ""  # the artifact's key under the store root: how the version is found after a move
 
     @property
     def ref(self) -> str:
@@ -64,32 +64,42 @@ def model_name(base_model: str, adapter: str) -> str:
     return f"{PREFIX}.{slug(base_model)}.{slug(adapter)}"
 
 
-def _tags(card: AdapterCard, uri: str) -> dict[str, str]:
-    tags = {"task": card.task, "adapter": card.name, "base_model": card.base_model, "rank": str(card.rank),
-            "targets": ",".join(sorted(card.target_modules)), "store_uri": uri, "origin": card.origin,
-            **{k: getattr(card, k) for k in FINGERPRINTS}}
-    for k, v in card.metrics.items():
-        if isinstance(v, (int, float)):
-            tags[f"metric.{k}"] = repr(float(v))
-    if card.lineage:
-        tags["lineage"] = json.dumps(card.lineage, default=str)[:5000]
-    return tags
+def key_of(uri: str) -> tuple[str, str]:
+    """(store root, key) of an artifact URI of this registry's layout (`<root>/adapters/...`)."""
+    root, found, rest = uri.rpartition("/adapters/")
+    return (root, f"adapters/{rest}") if found else ("", "")
 
 
 def _quote(value: str) -> str:
     return str(value).replace("'", "''")  # MLflow filter strings are single-quoted
 
 
-def _version(mv: Any, aliases: list[str] | None = None) -> AdapterVersion:
+def _version(mv: Any, aliases: list[str] | None = None, store: ArtifactStore | None = None) -> AdapterVersion:
     t = dict(mv.tags)
+    recorded = t.get("store_uri", mv.source)
+    root, key = (t["store_root"], t["store_key"]) if t.get("store_key") else key_of(recorded)
     return AdapterVersion(
         name=mv.name, version=str(mv.version), task=t.get("task", ""), base_model=t.get("base_model", ""),
         base_fingerprint=t.get("base_fingerprint", ""), data_fingerprint=t.get("data_fingerprint", ""),
         config_fingerprint=t.get("config_fingerprint", ""), rank=int(t.get("rank", 0)),
-        targets=[x for x in t.get("targets", "").split(",") if x], store_uri=t.get("store_uri", mv.source),
+        targets=[x for x in t.get("targets", "").split(",") if x], store_uri=_resolve(recorded, root, key, store),
         origin=t.get("origin", ""), metrics={k[7:]: float(v) for k, v in t.items() if k.startswith("metric.")},
         tags=t, run_id=mv.run_id or None, aliases=list(aliases if aliases is not None else mv.aliases or []),
+        store_key=key,
     )
+
+
+def _resolve(recorded: str, root: str, key: str, store: ArtifactStore | None) -> str:
+    """The version's files through the registry's store: sources are relative to the store root, so a
+    moved `LORASOUP_HOME` (or a teammate's copy of it) still resolves. A version recorded under another
+    store that still exists (e.g. a shared bucket) keeps its recorded URI."""
+    if store is None or not key:
+        return recorded
+    if root == store.uri:
+        return store.uri_for(key)
+    if root.startswith("file://") and not Path(root.removeprefix("file://")).exists():
+        return store.uri_for(key)  # the local store it was registered in is gone (moved): this one's copy
+    return recorded
 
 
 class AdapterRegistry:
@@ -103,7 +113,7 @@ class AdapterRegistry:
         found = self.client.search_model_versions(" AND ".join(clauses), max_results=10000)
         # search results omit aliases: read them once per registered model, with its newest version
         aliases = {name: self._aliases(name) for name in {mv.name for mv in found}}
-        return [_version(mv, aliases[mv.name].get(str(mv.version), [])) for mv in found]
+        return [_version(mv, aliases[mv.name].get(str(mv.version), []), self.store) for mv in found]
 
     def _aliases(self, name: str) -> dict[str, list[str]]:
         """{version: [aliases]} of one registered model; `latest` marks the newest version (MLflow
@@ -148,7 +158,7 @@ class AdapterRegistry:
                 if not name:
                     raise RegistryError(f"adapter reference {ref!r}: expected NAME@ALIAS or NAME/VERSION")
                 mv = self.client.get_model_version(name, version)
-            return _version(mv, self._aliases(mv.name).get(str(mv.version), []))
+            return _version(mv, self._aliases(mv.name).get(str(mv.version), []), self.store)
         except MlflowException as err:
             raise RegistryError(f"no adapter version {ref!r} in the registry ({err.error_code})") from None
 
@@ -225,18 +235,20 @@ class AdapterRegistry:
     def _create_version(self, artifact: Artifact, card: AdapterCard, *, run_id: str | None, ours: bool,
                         decide_champion: bool) -> AdapterVersion:
         name = model_name(card.base_model, card.name)
-        tags = _tags(card, artifact.uri)
+        tags = version_tags(card, artifact, self.store.uri)
         if decide_champion:
             tags[CHAMPION_PENDING] = "true"
+        model_text, version_text = describe(card, artifact)
         try:
             try:
-                self.client.create_registered_model(
-                    name, description=f"LoRA adapters for {card.task} on {card.base_model}")
+                self.client.create_registered_model(name, tags=model_tags(card), description=model_text)
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
+                for k, v in model_tags(card).items():  # models registered before these tags existed
+                    self.client.set_registered_model_tag(name, k, v)
             mv = self.client.create_model_version(name, source=artifact.uri, run_id=run_id, tags=tags,
-                                                  description=f"{card.origin} adapter, sha256 {artifact.sha256[:16]}")
+                                                  description=version_text)
         except BaseException:
             if ours and not self._referenced(artifact.uri):
                 self.store.delete(artifact.key)
@@ -285,15 +297,28 @@ class AdapterRegistry:
         """Keys of committed artifacts under `prefix` that no registered version points to. A run killed
         between publishing and registering leaves one, and the next run of the same adapter registers it
         (`adopt`); any other is garbage the registry (not the store, which knows no versions) can name."""
-        referenced = {v.store_uri for v in self._search({})}
-        return [k for k in self.store.list(prefix) if self.store.uri_for(k) not in referenced]
+        referenced = {v.store_key for v in self._search({})}  # by key: a moved store keeps its references
+        return [k for k in self.store.list(prefix) if k not in referenced]
 
     def _referenced(self, uri: str) -> bool:
+        """Whether a version points at this artifact: by its URI, or by its key (a version registered
+        before the store moved records another root)."""
+        key = key_of(uri)[1]
         try:
-            return bool(self.client.search_model_versions(
-                f"name LIKE '{PREFIX}.%' AND tags.store_uri = '{_quote(uri)}'", max_results=1))
+            return any(self.client.search_model_versions(f"name LIKE '{PREFIX}.%' AND tags.{tag} = '{_quote(v)}'",
+                                                         max_results=1)
+                       for tag, v in (("store_uri", uri), ("store_key", key)) if v)
         except MlflowException:
             return True  # cannot tell: keep the artifact (an orphan is safer than a broken version)
+
+    def record_score(self, version: AdapterVersion, task: str, score: float, ci: tuple[float, float], n: int,
+                     run_id: str | None = None) -> None:
+        """The version's evaluated score on a task as tags (`score.<task>`, readable and searchable in the
+        Models page), with the evaluation run that measured it."""
+        text = f"{100 * score:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] on {n} test examples"
+        tags = {f"score.{slug(task)}": text} | ({f"score_run.{slug(task)}": run_id} if run_id else {})
+        for k, v in tags.items():
+            self.client.set_model_version_tag(version.name, version.version, k, v)
 
     def set_champion_if_better(self, version: AdapterVersion, metric: str = "val_loss",
                                lower_is_better: bool = True) -> bool:

@@ -59,7 +59,22 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     versions = reg.list()
     assert sorted(v.origin for v in versions) == ["composed"] * 4 + ["trained"] * (len(TINY_POOL) + 1)
     lorahub = next(v for v in versions if v.origin == "composed" and "lorahub" in v.name)
-    assert json.loads(lorahub.tags["lineage"])["method"] == "lorahub"
+    lineage = json.loads(lorahub.tags["lineage"])
+    assert lineage["method"] == "lorahub" and lorahub.tags["lineage.method"] == "lorahub"
+    # readable lineage and the evaluated score on the version, searchable tags on the registered model
+    assert lorahub.tags["lineage.candidates"].split(", ") == [v for v in lineage["versions"]]
+    assert lorahub.tags["score.count_then_add"].startswith(f"{100 * evals['lorahub'].data.metrics['score']:.1f} [")
+    assert lorahub.tags["score_run.count_then_add"] == evals["lorahub"].info.run_id
+    model = client.get_registered_model(lorahub.name)
+    assert model.tags == {"task": "count_then_add", "base_model": "tiny-llama", "origin": "composed",
+                          "adapter": "count_then_add-lorahub", "method": "lorahub"}
+    assert "lorahub compositions for count_then_add" in model.description
+    assert [m.name for m in client.search_registered_models("tags.method = 'uniform'")] == [
+        "lorasoup.tiny-llama.count_then_add-uniform"]
+    # the parent run is named by config, start time and outcome; its description is the report
+    assert parent.info.run_name.startswith("tiny-experiment 20")
+    assert f" · trained {len(TINY_POOL)} of {len(TINY_POOL)} · best " in parent.info.run_name
+    assert parent.data.tags["mlflow.note.content"] == result.table
     store = open_store(cfg["storage"]["uri"])
     assert store.exists(f"reports/tiny-experiment/{result.run_id}")
 
@@ -85,3 +100,4 @@ def test_experiment_end_to_end_and_rerun(tmp_path, prefect_api):
     warm = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{again.run_id}' "
                               "and tags.`lorasoup.step` = 'evaluate'")
     assert {r.data.tags["lorasoup.method"]: r.data.tags.get("lorasoup.adapter_run") for r in warm} == composed_by
+    assert "pool reused" in client.get_run(again.run_id).info.run_name  # a warm run does not look like a cold one

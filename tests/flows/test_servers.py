@@ -94,4 +94,8 @@ def test_deployment_on_real_servers(tmp_path, mlflow_server, s3_bucket, moto_ser
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert any(k.startswith("lorasoup/adapters/tiny-llama/count_items/") for k in keys)
     assert any(k.startswith("lorasoup/reports/served-experiment/") for k in keys)
-    assert any(k.startswith("mlflow/") and k.endswith("results/results.json") for k in keys)
+    # MLflow's artifacts under the store's prefix (not the server's --artifacts-destination `mlflow/`)
+    assert exp.artifact_location == f"s3://{s3_bucket}/lorasoup/mlflow/served-experiment"
+    assert parents[0].info.artifact_uri.startswith(f"s3://{s3_bucket}/lorasoup/mlflow/served-experiment/")
+    assert any(k.startswith("lorasoup/mlflow/served-experiment/") and k.endswith("results/results.json") for k in keys)
+    assert not any(k.startswith("mlflow/") for k in keys)

@@ -94,3 +94,59 @@ def test_real_mlflow_server_with_s3_artifacts(tmp_path, tiny_pool, mlflow_server
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server).list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert any(k.startswith("lorasoup/adapters/tiny-llama/add/") and k.endswith("adapter_model.safetensors") for k in keys)
     assert any(k.startswith("mlflow/") and k.endswith("notes/hello.json") for k in keys)
+
+
+def test_versions_resolve_after_the_home_moves(tmp_path, tiny_pool):
+    """Sources are relative to the store root: a moved home (database and store together) still resolves,
+    downloads verified files, and counts its artifacts as referenced (nothing reported as an orphan)."""
+    import shutil
+
+    old, new = tmp_path / "old-home", tmp_path / "new-home"
+    old.mkdir()
+    reg = _registry(old)
+    v = reg.register(AdapterCard.read(tiny_pool["add"]), tiny_pool["add"])
+    assert v.store_uri.startswith((old / "store").as_uri()) and v.store_key.startswith("adapters/tiny-llama/add/")
+    shutil.move(old, new)
+
+    moved = _registry(new)
+    again = moved.get(f"{v.name}/{v.version}")
+    assert again.store_uri == (new / "store").as_uri() + "/" + v.store_key
+    local = moved.download(again, tmp_path / "dl")
+    assert (local / "adapter_model.safetensors").read_bytes() == (tiny_pool["add"] / "adapter_model.safetensors").read_bytes()
+    assert moved.orphans() == [] and [x.store_uri for x in moved.list()] == [again.store_uri]
+    # registering the same adapter again finds the version; a new one lands in the moved store
+    assert moved.register(AdapterCard.read(tiny_pool["add"]), tiny_pool["add"]).ref == v.ref
+    other = moved.register(AdapterCard.read(tiny_pool["double"]), tiny_pool["double"])
+    assert other.store_uri.startswith((new / "store").as_uri())
+
+
+def test_models_and_versions_carry_readable_tags_and_descriptions(tmp_path, tiny_pool):
+    reg = _registry(tmp_path)
+    card = AdapterCard.read(tiny_pool["add"])
+    v = reg.register(card, tiny_pool["add"])
+    model = reg.client.get_registered_model(v.name)
+    assert model.tags == {"task": "add", "base_model": "tiny-llama", "origin": card.origin, "adapter": "add"}
+    assert "LoRA adapters for add on tiny-llama" in model.description
+    mv = reg.client.get_model_version(v.name, v.version)
+    assert f"val_loss {card.metrics['val_loss']:.4f}" in mv.description and v.store_key in mv.description
+    # a composed card: method, candidates and weights as tags a person can read (largest weight first)
+    composed = card.model_copy(update={
+        "name": "add-lorahub", "origin": "composed", "config_fingerprint": "d" * 64,
+        "lineage": {"method": "lorahub", "label": "lorahub", "candidates": ["a", "b", "c"],
+                    "versions": ["m.a/1", "m.b/2", "m.c/1"], "weights": [0.1, -0.7, 0.3]}})
+    cv = reg.register(composed, tiny_pool["add"])
+    assert cv.tags["lineage.method"] == "lorahub" and cv.tags["lineage.candidates"] == "m.a/1, m.b/2, m.c/1"
+    assert cv.tags["lineage.weights"] == "b -0.700, c +0.300, a +0.100"
+    assert reg.client.get_registered_model(cv.name).tags["method"] == "lorahub"
+    assert [m.name for m in reg.client.search_registered_models("tags.origin = 'composed'")] == [cv.name]
+    reg.record_score(cv, "count_then_add", 0.25, (0.1, 0.45), 20, run_id="r1")
+    tags = reg.get(cv.ref).tags
+    assert tags["score.count_then_add"] == "25.0 [10.0, 45.0] on 20 test examples" and tags["score_run.count_then_add"] == "r1"
+
+
+def test_per_module_lineage_weights_read_as_their_mean(tmp_path, tiny_pool):
+    reg = _registry(tmp_path)
+    card = AdapterCard.read(tiny_pool["add"]).model_copy(update={
+        "name": "add-cat", "origin": "composed", "config_fingerprint": "e" * 64,
+        "lineage": {"method": "cat", "candidates": ["a", "b"], "weights": {"q": [1.0, 0.2], "v": [0.0, 0.4]}}})
+    assert reg.register(card, tiny_pool["add"]).tags["lineage.weights"] == "a +0.500, b +0.300"
