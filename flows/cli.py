@@ -4,16 +4,35 @@ Registered on the `lorasoup` CLI through the `lorasoup.commands` entry point."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
+
+from lorasoup_core.interrupt import stop_on_sigint
+
+
+@contextlib.contextmanager
+def _interruptible(what: str) -> Iterator[None]:
+    """Ctrl-C stops the running steps within one step (see `lorasoup_core.interrupt`) and ends the command
+    with one line and exit 130; what finished is cached, so the same command resumes."""
+    try:
+        with stop_on_sigint():
+            yield
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: {what} stopped; finished adapters and cells are kept, "
+                   "run the same command to resume", err=True)
+        raise typer.Exit(130) from None
 
 
 def _prefect_defaults() -> None:
     """Prefect's ephemeral API migrates a new database at its first start, which can take longer than
     Prefect's 20 s default on 2 busy cores; an explicit setting still wins."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # the temporary server's usage heartbeat needs the internet and collides with its own sqlite writes
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from lorasoup_core.settings import use_prefect_home
 
     use_prefect_home()  # a separate LORASOUP_HOME gets its own Prefect database and result cache
@@ -47,10 +66,12 @@ def register(app: typer.Typer) -> None:
         """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
         cfg = _check_config(config, overrides, remote)
         _prefect_defaults()
+        from flows._server import prefect_api
         from flows.experiment import experiment
 
-        # with overrides the flow gets the resolved config; cached cells depend on what they compute, not on it
-        result = experiment(config=cfg.model_dump(mode="json") if overrides else str(config), remote=remote)
+        with _interruptible(f"experiment {cfg.name!r}"), prefect_api():
+            # with overrides the flow gets the resolved config; cached cells depend on what they compute
+            result = experiment(config=cfg.model_dump(mode="json") if overrides else str(config), remote=remote)
         typer.echo(result.table)
         typer.echo(f"\nMLflow run {result.run_id} in experiment {result.experiment!r} at {result.tracking_uri}")
         typer.echo(f"report: {result.report_uri}")
@@ -62,9 +83,11 @@ def register(app: typer.Typer) -> None:
         """Retrain adapters whose data or config changed and re-run dependent experiments."""
         _check_config(config)
         _prefect_defaults()
+        from flows._server import prefect_api
         from flows.retrain_pool import retrain_pool
 
-        result = retrain_pool(config=str(config))
+        with _interruptible("retrain"), prefect_api():
+            result = retrain_pool(config=str(config))
         typer.echo(f"trained {len(result.trained)}: {', '.join(result.trained) or '-'}; unchanged {len(result.skipped)}")
         for path in result.rerun:
             typer.echo(f"re-ran {path}")

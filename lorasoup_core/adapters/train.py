@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lorasoup_core import interrupt
 from lorasoup_core.adapters.card import AdapterCard
 from lorasoup_core.adapters.config import TrainingConfig
 from lorasoup_core.adapters.embed import task_embedding
@@ -159,6 +160,7 @@ def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded,
     bar = tqdm(total=steps, desc=f"train {task_name}", disable=not progress, leave=False)
     t0 = time.perf_counter()
     for step, idx in enumerate(plan):
+        interrupt.check()
         tokens += batch_tokens(train_enc, idx)
         loss = peft_model(**batch_of(train_enc, idx)).loss
         loss.backward()

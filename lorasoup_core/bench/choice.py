@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lorasoup_core import interrupt
 from lorasoup_core.bench.generation import _unpack, plan_batches
 from lorasoup_core.data import Task
 from lorasoup_core.models import LoadedModel
@@ -117,6 +118,7 @@ def option_logliks(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence
     budget = max(1, max_batch_tokens // len(options)) if max_batch_tokens else None
     for idx in tqdm(plan_batches([len(c) for c in contexts], batch_size, budget), desc="options",
                     disable=not progress, leave=False):
+        interrupt.check()
         scores = batch_fn(model, pad_id, [contexts[i] for i in idx], [conts[i] for i in idx], device)
         for i, row in zip(idx, scores, strict=True):
             results[i] = row

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from lorasoup_core import interrupt
 from lorasoup_core.bench.decode import greedy_decode, supports_row_dropping
 from lorasoup_core.bench.prefix import PrefixCache, common_prefix_length, encode_prefix, prefixed_batch
 from lorasoup_core.models import LoadedModel
@@ -141,6 +142,7 @@ def generate(loaded: LoadedModel | tuple[Any, Any, str], prompts: Sequence[str],
     bar = tqdm(total=len(prompts), desc="generate", unit="ex", disable=not progress, leave=False)
     try:
         for idx in batches:
+            interrupt.check()
             enc = tok.pad({"input_ids": [ids[i][cut:] for i in idx]}, return_tensors="pt").to(device)
             prompt_tokens += int(enc["attention_mask"].sum()) + cut * len(idx)
             inputs = prefixed_batch(prefix, enc) if prefix else dict(enc)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from lorasoup_core import interrupt
 from lorasoup_core.adapters.mix import mix_tasks
 from lorasoup_core.adapters.train import Encoded, batch_of, batch_plan, encode_examples
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
@@ -202,6 +203,7 @@ def cat(inp: Inputs[CatSettings]) -> ComposerOutput:
         val_uniform, val_init = validate(torch.full_like(w0, 1.0 / n)), validate(w0)
         best_val, best_step, best = math.inf, 0, w0
         for step, idx in enumerate(tqdm(plan, desc=f"cat {inp.target.name}", leave=False), 1):
+            interrupt.check()
             engine.train(True)
             engine.set(torch.softmax(logits, -1)[None])
             total, count = _ce_sum(base, batch_of(train_enc, idx))

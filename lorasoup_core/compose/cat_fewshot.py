@@ -16,6 +16,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from lorasoup_core import interrupt
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
 from lorasoup_core.compose.engine import Engine
 from lorasoup_core.compose.objective import FewShot
@@ -50,6 +51,7 @@ def cat_fewshot(inp: Inputs[CatFewShotSettings]) -> ComposerOutput:
     engine = Engine(base, stack, "exact", 1, cfg.engine_mode, fewshot.tokens_per_composition)
     with engine:
         for step in tqdm(range(cfg.steps), desc=f"cat_fewshot {inp.target.name}", leave=False):
+            interrupt.check()
             w = coefficients()
             engine.set(w[None])
             loss = fewshot.loss()

@@ -25,6 +25,7 @@ from nevergrad.optimization.base import Optimizer
 from pydantic import Field, field_validator
 from tqdm.auto import tqdm
 
+from lorasoup_core import interrupt
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
 from lorasoup_core.compose.engine import Engine
 from lorasoup_core.compose.objective import FewShot, LossScale
@@ -176,6 +177,7 @@ def lorahub(inp: Inputs[LorahubSettings]) -> ComposerOutput:
     try:
         with objective:
             while len(trace) < cfg.budget:  # the whole budget, as the original
+                interrupt.check()
                 start = time.perf_counter()
                 asked = [opt.ask() for _ in range(min(workers, cfg.budget - len(trace)))]
                 w = np.stack([np.asarray(c.value, dtype=np.float64) for c in asked])

@@ -1,0 +1,55 @@
+"""Cooperative stop for long loops running in worker threads.
+
+Prefect runs tasks in a thread pool and, on Ctrl-C, waits for the running ones to finish before the flow
+can end: a training run of 100 000 steps would keep the terminal for half an hour. The main thread's
+SIGINT handler sets a flag; training, search, CAT and evaluation loops call `check()` once per step and
+stop with `Interrupted`, so the flow ends (and is reported) within one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+_STOP = threading.Event()
+
+
+class Interrupted(RuntimeError):
+    """Raised inside a long loop after the user asked the process to stop."""
+
+
+def check() -> None:
+    """Raise `Interrupted` when a stop was requested; cheap enough to call once per step."""
+    if _STOP.is_set():
+        raise Interrupted("interrupted (Ctrl-C): stopped before finishing")
+
+
+def request_stop() -> None:
+    _STOP.set()
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[None]:
+    """For the duration of the block, SIGINT also asks worker loops to stop (then behaves as before:
+    KeyboardInterrupt in the main thread). A no-op outside the main thread. The stop stays requested after
+    the block (workers of an interrupted block may still be running) until the next block starts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _STOP.clear()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        _STOP.set()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
