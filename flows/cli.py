@@ -41,15 +41,17 @@ def _prefect_defaults() -> None:
 def _check_config(path: Path, overrides: list[str] | None = None, remote: bool | None = None):
     """Validate the experiment config (with its overrides) before Prefect starts: a bad file is one
     message and exit 2. `remote` False: the steps run here, so the tasks' data must load here too (a GPU
-    worker's data is not this machine's to check)."""
+    worker's data is not this machine's to check). The store and tracking server must answer either way."""
     from lorasoup_core.config import ConfigError
     from lorasoup_core.experiment import load_experiment
     from lorasoup_core.experiment.config import check_task_data
+    from lorasoup_core.experiment.preflight import check_services
 
     try:
         cfg = load_experiment(path, overrides)
         if remote is False:
             check_task_data(cfg, pool=not cfg.pool.dask_address)  # a Dask cluster trains on its own data
+        check_services(cfg)  # this process logs to both, remote or not
         return cfg
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config/--set") from None

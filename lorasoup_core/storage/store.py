@@ -120,6 +120,18 @@ class ArtifactStore:
             endpoint = self.fs.client_kwargs.get("endpoint_url") or "the default AWS S3 endpoint"
             raise StoreError(f"S3 bucket {bucket!r} does not exist at {endpoint} (store {self.uri})") from None
 
+    def check_reachable(self) -> None:
+        """One prompt probe: an S3 bucket answers, or a local root (or the directory it will be created
+        in) is writable. Raises StoreError naming the store."""
+        if self.scheme == "s3":
+            self._check_bucket()
+        elif self.scheme == "file":
+            existing = Path(self.root)
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise StoreError(f"store {self.uri}: {existing} is not a writable directory")
+
     def _is_store(self) -> bool:
         """True for a lorasoup store, False for a root with nothing in it yet; anything else (say
         file:/// or a home directory) is refused, never walked."""

@@ -57,3 +57,26 @@ def test_run_refuses_target_data_this_machine_lacks(tmp_path):
     assert proc.returncode == 2, shown
     assert "task data (1 problem(s)) targets.0.task:" in err and "data/bbh: not found" in err, shown
     _nothing_started(tmp_path, shown)
+
+
+def test_run_refuses_a_store_and_tracking_server_that_do_not_answer(tmp_path):
+    """A dead S3 endpoint and a dead MLflow server are found before any training, both named in one error
+    (they used to surface after the first adapter trained, as retries)."""
+    import socket
+
+    ports = []
+    for _ in range(2):  # ports nobody listens on
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    cfg = tiny_config(tmp_path)
+    cfg["storage"] = {"uri": "s3://team-bucket/lorasoup", "s3_endpoint_url": f"http://127.0.0.1:{ports[0]}"}
+    cfg["tracking"] = {**cfg.get("tracking", {}), "tracking_uri": f"http://127.0.0.1:{ports[1]}"}
+    proc, shown, err = _run(write_config(tmp_path, cfg), tmp_path, AWS_ACCESS_KEY_ID="test",
+                            AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+    assert proc.returncode == 2, shown
+    assert "2 service(s) not reachable" in err, shown
+    assert f"storage.uri: S3 request to http://127.0.0.1:{ports[0]} failed" in err, shown
+    assert f"tracking.tracking_uri: MLflow tracking server http://127.0.0.1:{ports[1]} did not answer" in err, shown
+    assert "Traceback" not in proc.stderr, shown
+    _nothing_started(tmp_path, shown)
