@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import sys
+import traceback
 
 import typer
 
@@ -31,6 +34,16 @@ app.command("compose")(compose_cli.compose_cmd)
 app.command("report")(report_cli.report_cmd)
 
 
+_debug = {"on": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", envvar="LORASOUP_DEBUG",
+                                     help="Show the full traceback of an unexpected error.")) -> None:
+    """Compose LoRA adapters: train a pool, register it in MLflow, compose for new tasks, evaluate."""
+    _debug["on"] = debug
+
+
 def _load_plugins() -> None:
     for ep in importlib.metadata.entry_points(group="lorasoup.commands"):
         ep.load()(app)
@@ -38,4 +51,13 @@ def _load_plugins() -> None:
 
 def main() -> None:
     _load_plugins()
-    app()
+    try:
+        app(standalone_mode=True)
+    except Exception as err:  # noqa: BLE001 (expected failures exit 1/2 with their message before this)
+        if _debug["on"] or os.environ.get("LORASOUP_DEBUG", "").lower() in ("1", "true", "yes"):
+            raise
+        # one message, its notes included (they name the target, adapter or file), no traceback
+        message = "".join(traceback.format_exception_only(err)).strip()
+        print(f"error: {message}\n(run `lorasoup --debug ...` or set LORASOUP_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
