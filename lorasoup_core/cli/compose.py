@@ -7,6 +7,8 @@ from enum import StrEnum
 import typer
 import yaml
 
+from lorasoup_core.cli._options import DEVICE, DTYPE, model_config
+
 
 class BaseRef(StrEnum):
     path = "path"
@@ -36,6 +38,8 @@ def compose_cmd(
     k: int = typer.Option(None, "-k", help="Candidates kept (default 20, or the experiment's)."),
     shots: int = typer.Option(None, help="Few-shot examples to fit on (default 5, or the experiment's)."),
     model: str = typer.Option(None, help="Base model spec, the pool's (default smollm2-135m, or the experiment's)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     seed: int = typer.Option(None, help="Seed for shots, the random filter, the search and CAT's init "
                              "(default 0, or the experiment's)."),
     config: str = typer.Option(None, "--config", help="An experiment YAML: compose exactly as its run does for "
@@ -58,7 +62,7 @@ def compose_cmd(
     if list_settings:
         typer.echo(settings_help())
         return
-    plan = _plan(config, target, method, filter_, k, shots, model, seed)
+    plan = _plan(config, target, method, filter_, k, shots, model, seed, device, dtype)
     for registry, names, hint in ((COMPOSERS, [plan.composer], "--method"), (FILTERS, plan.filters, "--filter")):
         try:
             for name in names:
@@ -80,8 +84,8 @@ class _Plan:
 
 
 def _plan(config: str | None, target: str, method: str, filter_: str | None, k: int | None, shots: int | None,
-          model: str | None, seed: int | None) -> _Plan:
-    from lorasoup_core.config import ConfigError, ModelConfig
+          model: str | None, seed: int | None, device: str | None = None, dtype: str | None = None) -> _Plan:
+    from lorasoup_core.config import ConfigError
     from lorasoup_core.experiment import load_experiment
 
     exp = None
@@ -99,7 +103,7 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
     if exp is None:
         return _Plan(experiment=None, config=config, target=target, composer=method, settings={},
                      filters=(filter_ or "embedding").split(","), k=k or 20, shots=shots or 5,
-                     model=ModelConfig(spec=model or "smollm2-135m"), seed=seed or 0, exclude_target=False)
+                     model=model_config(model, device, dtype), seed=seed or 0, exclude_target=False)
     chosen = [t for t in exp.targets if target in (t.task if isinstance(t.task, str) else None, t.name)]
     if not chosen:
         raise typer.BadParameter(f"{target!r} is not a target of {config}; its targets: "
@@ -111,7 +115,7 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
     return _Plan(experiment=exp, config=config, target=chosen[0].task, composer=exp.composer_of(method),
                  settings=exp.settings(method).model_dump(), filters=filter_.split(",") if filter_ else selection.filters,
                  k=k or selection.k, shots=shots or chosen[0].shots,
-                 model=ModelConfig(spec=model) if model else exp.model, seed=exp.seed if seed is None else seed,
+                 model=model_config(model, device, dtype, exp.model), seed=exp.seed if seed is None else seed,
                  exclude_target=selection.exclude_target)
 
 

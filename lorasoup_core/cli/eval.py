@@ -8,6 +8,8 @@ from enum import StrEnum
 
 import typer
 
+from lorasoup_core.cli._options import DEVICE, DTYPE, model_config
+
 
 class Mode(StrEnum):
     zero_shot = "zero-shot"
@@ -40,7 +42,8 @@ def eval_cmd(
                                          "option log-likelihood (rows '<method>/mc')."),
     prefix_cache: bool = typer.Option(True, help="Encode the prompts' shared prefix once."),
     merge_adapter: bool = typer.Option(True, help="Merge the adapter into the base weights while scoring."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (rows, macro, throughput)."),
     predictions: str = typer.Option(None, help="Write per-example predictions to this JSON file."),
 ) -> None:
@@ -51,6 +54,7 @@ def eval_cmd(
     from lorasoup_core.reporting import markdown_table
 
     mode = mode.value if mode else ("adapter" if adapter else "zero-shot")
+    model, device, dtype = model_config(model, device, dtype).model_dump().values()
     try:
         BENCHMARKS.get(benchmark)
     except KeyError as err:
@@ -60,7 +64,7 @@ def eval_cmd(
     settings = {"multiple_choice": multiple_choice, "prefix_cache": prefix_cache, "merge_adapter": merge_adapter,
                 "max_batch_tokens": max_batch_tokens, **({"icl_demos": icl_demos.value} if icl_demos else {})}
     try:
-        base = load_model(model, device=device)
+        base = load_model(model, device=device, dtype=dtype)
         report = evaluate_benchmark(base, benchmark, tasks, mode, adapter, limit, k_shot, seed=seed, batch_size=batch_size,
                                     cot=cot, path=data, settings=settings)
     except (LookupError, ValueError) as err:  # unknown task/mode, bad data, bad adapter, registry miss

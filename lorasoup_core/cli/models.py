@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from lorasoup_core.cli._options import DEVICE, DTYPE, model_config
 from lorasoup_core.cli._output import JSON, emit_rows
 
 app = typer.Typer(help="Base models: list the presets, load one and check it generates.", no_args_is_help=True)
@@ -27,14 +28,15 @@ def check(
     spec: str = typer.Argument(..., help="Model spec: preset, .gguf path, HF directory or hub id."),
     prompt: str = typer.Option("The capital of France is", help="Text to continue greedily."),
     max_new_tokens: int = typer.Option(8, help="Tokens to generate."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 ..."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
 ) -> None:
     """Load a model offline and print a greedy continuation."""
     import torch
 
     from lorasoup_core.models import ModelSpecError, load_model
 
+    spec, device, dtype = model_config(spec, device, dtype).model_dump().values()
     start = time.perf_counter()
     try:
         loaded = load_model(spec, device=device, dtype=dtype)

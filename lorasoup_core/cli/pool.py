@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from lorasoup_core.cli._options import DTYPE, model_config
 from lorasoup_core.cli._output import JSON, emit_rows
 
 app = typer.Typer(help="The adapter pool in the MLflow registry.", no_args_is_help=True)
@@ -73,7 +74,9 @@ def train_cmd(config: Path = typer.Option(..., "--config", "-c", help="Pool YAML
 def import_cmd(sources: list[str] = typer.Argument(..., help="PEFT LoRA directories, hub ids (owner/name, online "
                                                    "or cached) or lorahub:flan-t5-large (LoraHub's pool, online)."),
                model: str = typer.Option(..., "--model", "-m", help="Base model spec the adapters are for."),
-               device: str = typer.Option("cpu", help="Device for loading the base model."),
+               device: str = typer.Option("cpu", "--device", help="Device for loading the base model for the "
+                                          "shape checks: cpu (default), auto, cuda, cuda:N or mps."),
+               dtype: str = DTYPE,
                store: str = STORE,
                tracking_uri: str = typer.Option(None, help="MLflow tracking/registry URI (default MLFLOW_TRACKING_URI)."),
                ) -> None:
@@ -83,8 +86,9 @@ def import_cmd(sources: list[str] = typer.Argument(..., help="PEFT LoRA director
     from lorasoup_core.models import ModelSpecError, load_model
     from lorasoup_core.pool import import_adapters
 
+    model, device, dtype = model_config(model, device, dtype).model_dump().values()
     try:
-        base = load_model(model, device=device)
+        base = load_model(model, device=device, dtype=dtype)
     except ModelSpecError as err:
         raise typer.BadParameter(str(err), param_hint="--model") from None
     report = import_adapters(sources, base, _registry(tracking_uri, store))

@@ -64,6 +64,18 @@ def check_task_name(spec: TaskSpec | dict | str) -> TaskSpec:
     return s
 
 
+def check_device_and_dtype(model: ModelConfig) -> ModelConfig:
+    """The form only: a config is portable, so a GPU it names is looked for where the model loads."""
+    if not _DEVICE.fullmatch(model.device):
+        raise ValueError(f"device {model.device!r}: expected auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
+    import torch
+
+    from lorasoup_core.models.base import resolve_dtype
+
+    resolve_dtype(model.dtype, torch.device("cpu"))  # unknown dtype: a ValueError listing the known ones
+    return model
+
+
 def check_task_data(cfg: ExperimentConfig, pool: bool = True) -> None:
     """Load every target (and, with `pool`, every pool task) as this machine would: for runs whose steps
     run here, so missing data or a bad task is found before any training. Hub datasets are left out."""
@@ -200,15 +212,7 @@ class ExperimentConfig(PoolFile):
     @field_validator("model")
     @classmethod
     def _device_and_dtype(cls, model: ModelConfig) -> ModelConfig:
-        # The form only: a config is portable, so a GPU it names is looked for where the model loads.
-        if not _DEVICE.fullmatch(model.device):
-            raise ValueError(f"device {model.device!r}: expected auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
-        import torch
-
-        from lorasoup_core.models.base import resolve_dtype
-
-        resolve_dtype(model.dtype, torch.device("cpu"))  # unknown dtype: a ValueError listing the known ones
-        return model
+        return check_device_and_dtype(model)
 
     @field_validator("pool")
     @classmethod
