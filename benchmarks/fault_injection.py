@@ -43,8 +43,9 @@ ANSWERS = {"first_letter": lambda w: w[0], "last_letter": lambda w: w[-1], "leng
 EXPERIMENT = "fault-injection"
 
 
-def make_pool(root: Path, n_tasks: int, steps: int) -> Path:
-    """A pool config of `n_tasks` tiny jsonl tasks with its own store and tracking database under `root`."""
+def make_pool(root: Path, n_tasks: int, steps: int, store: str | None = None, tracking: str | None = None) -> Path:
+    """A pool config of `n_tasks` tiny jsonl tasks with its own store and tracking database under `root`
+    (or the given store URI and tracking server)."""
     import yaml
 
     tasks = []
@@ -57,8 +58,8 @@ def make_pool(root: Path, n_tasks: int, steps: int) -> Path:
         tasks.append({"source": "jsonl", "name": name, "path": str(d)})
     cfg = {"model": {"spec": "tiny-llama", "device": "cpu"},
            "pool": {"embed_examples": 0, "training": {"steps": steps, "max_validation": 4}, "tasks": tasks},
-           "storage": {"uri": (root / "store").as_uri()},
-           "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": EXPERIMENT}}
+           "storage": {"uri": store or (root / "store").as_uri()},
+           "tracking": {"tracking_uri": tracking or f"sqlite:///{root / 'mlflow.db'}", "experiment": EXPERIMENT}}
     path = root / "pool.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -158,10 +159,12 @@ def _tail(log: Path, n: int = 3000) -> str:
     return log.read_text(errors="replace")[-n:] if log.is_file() else ""
 
 
-def run_point(point: str, root: Path, n_tasks: int = 2, steps: int = 3, timeout: float = 600) -> dict[str, Any]:
-    """One scenario in a fresh directory `root`; the result says `ok` and keeps the logs' tails otherwise."""
+def run_point(point: str, root: Path, n_tasks: int = 2, steps: int = 3, timeout: float = 600,
+              store: str | None = None, tracking: str | None = None) -> dict[str, Any]:
+    """One scenario in a fresh directory `root` (a fresh S3 prefix and tracking server with `store` and
+    `tracking`); the result says `ok` and keeps the logs' tails otherwise."""
     root.mkdir(parents=True, exist_ok=True)
-    config = make_pool(root, n_tasks, steps)
+    config = make_pool(root, n_tasks, steps, store, tracking)
     tasks = sorted(list(ANSWERS)[:n_tasks])
     t0 = time.time()
     logs = [root / "run-1.log", root / "run-2.log"]
@@ -195,15 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", type=int, default=2, help="pool size (1-3)")
     ap.add_argument("--steps", type=int, default=3, help="training steps per adapter")
     ap.add_argument("--workdir", help="keep everything here (default: a temporary directory, removed)")
+    ap.add_argument("--store", help="store root URI, e.g. s3://bucket/prefix (default: one per point under the workdir)")
+    ap.add_argument("--tracking-uri", help="MLflow tracking server (default: one sqlite database per point)")
     ap.add_argument("--json", action="store_true", help="one JSON object")
     args = ap.parse_args(argv)
     points = [p for p in args.points.split(",") if p]
     unknown = set(points) - set(SCENARIOS)
     if unknown:
         ap.error(f"unknown points {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    if args.tracking_uri and len(points) > 1:
+        ap.error("--tracking-uri takes one point at a time (the points would share one registry)")
     with tempfile.TemporaryDirectory(prefix="lorasoup-faults-") as tmp:
         base = Path(args.workdir) if args.workdir else Path(tmp)
-        results = [run_point(p, base / p, args.tasks, args.steps) for p in points]
+        results = [run_point(p, base / p, args.tasks, args.steps, store=args.store and f"{args.store}/{p}",
+                             tracking=args.tracking_uri) for p in points]
     summary = {"ok": all(r["ok"] for r in results), "points": results}
     if args.json:
         print(json.dumps(summary))

@@ -41,6 +41,18 @@ def test_two_pool_trains_at_once_on_a_fresh_home_train_each_adapter_once(tmp_pat
     assert result["exit_codes"] == [0, 0] and result["trainings"] == 2 and result["duplicates"] == 0
 
 
+@pytest.mark.slow
+def test_two_pool_trains_at_once_on_a_tracking_server_and_s3_train_each_adapter_once(tmp_path, mlflow_server,
+                                                                                      s3_bucket):
+    """The same race on a team's set-up: a real `mlflow server` and an S3 store (moto). The file lock
+    lives in the shared home; registration re-checks the server's registry."""
+    result = _harness().run_point("concurrent", tmp_path, n_tasks=2, steps=3, store=f"s3://{s3_bucket}/lorasoup",
+                                  tracking=mlflow_server)
+    assert result["ok"], json.dumps(result, indent=1)
+    assert result["exit_codes"] == [0, 0] and result["trainings"] == 2 and result["duplicates"] == 0
+    assert result["broken"] == 0 and result["orphans"] == 0
+
+
 def _task(task_dirs, name="length"):
     return load_task({"source": "jsonl", "name": name, "path": str(task_dirs[name])})
 
