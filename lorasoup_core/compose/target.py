@@ -4,6 +4,7 @@ fit (settings, weights, objective per evaluation) in an MLflow run."""
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,14 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
                        train_data: dict[str, Task] | None = None, label: str | None = None,
                        export_rank: int | None = None, base_ref: str | None = None) -> ComposedAdapter:
     """Compose `candidates` for `target` on `shots` and export the result (into `out_dir`, or a work
-    directory named by everything the result depends on); `label` names a method variant; `export_rank`
+    directory named by everything the result depends on and the composition's run); `label` names a method variant; `export_rank`
     caps the exported LoRA's rank by SVD (serving stacks with a max LoRA rank); `base_ref` ('path' or
     'hub_id') picks what the adapter names as its base."""
     settings = settings_for(method, settings)
     label = label or method
     export = [export_rank, base_ref] if export_rank or base_ref else []  # unchanged keys without them
     key = cache_key(base.fingerprint, target, shots, candidates, method, settings, seed, train_data or {}, *export)
-    out = Path(out_dir) if out_dir else get_settings().home / "work" / "composed" / f"{target.name}-{label}-{key[:12]}"
+    work = get_settings().home / "work" / "composed" / f"{target.name}-{label}-{key[:12]}"
     tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": label,
             "lorasoup.composer": method}
     with tracking.run(run.experiment, f"compose {target.name} {label}", parent_run_id=run.parent_run_id,
@@ -53,6 +54,9 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
         tracking.log_params(run_id, {"method": method, "seed": seed, "candidates": [c.version or c.name
                                                                                     for c in candidates],
                                      **settings.model_dump(mode="json")}, run.tracking_uri)
+        # one directory per composition run: two runs composing the same cell at once never write (or
+        # publish from) each other's files
+        out = Path(out_dir) if out_dir else work / (run_id or uuid.uuid4().hex)
         start = time.perf_counter()
         comp = compose(method, base, candidates, target, shots, settings, seed=seed, train_data=train_data)
         export_peft(comp, out, svd_rank=export_rank, label=label, base_ref=base_ref)
