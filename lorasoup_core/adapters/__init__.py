@@ -1,11 +1,27 @@
-"""LoRA adapters: training config, the trainer, cards, task embeddings, DATA-MIX, factor I/O."""
+"""LoRA adapters: training config, the trainer, cards, task embeddings, DATA-MIX, factor I/O.
 
-from lorasoup_core.adapters.card import CARD_FILE, AdapterCard, slug
-from lorasoup_core.adapters.config import TrainingConfig
-from lorasoup_core.adapters.embed import embed_texts, task_embedding
-from lorasoup_core.adapters.factors import UnsupportedAdapter, read_lora_factors
-from lorasoup_core.adapters.mix import mix_tasks
-from lorasoup_core.adapters.train import TrainingError, train_lora, validation_loss
+Names load on first use (PEP 562): the registry and the list commands need the card only, not torch."""
 
-__all__ = ["CARD_FILE", "AdapterCard", "TrainingConfig", "TrainingError", "UnsupportedAdapter", "embed_texts", "mix_tasks",
-           "read_lora_factors", "slug", "task_embedding", "train_lora", "validation_loss"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {"CARD_FILE": "card", "AdapterCard": "card", "slug": "card", "TrainingConfig": "config",
+          "embed_texts": "embed", "task_embedding": "embed", "UnsupportedAdapter": "factors",
+          "read_lora_factors": "factors", "mix_tasks": "mix", "TrainingError": "train", "train_lora": "train",
+          "validation_loss": "train"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
