@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -25,6 +26,12 @@ def _interruptible(what: str) -> Iterator[None]:
         typer.echo(f"interrupted: {what} stopped; finished adapters and cells are kept, "
                    "run the same command to resume", err=True)
         raise typer.Exit(130) from None
+
+
+class RemoteVariant(StrEnum):
+    process = "process"
+    docker = "docker"
+    kubernetes = "kubernetes"
 
 
 def _prefect_defaults() -> None:
@@ -62,10 +69,15 @@ def register(app: typer.Typer) -> None:
     def run(
         config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (see configs/)."),
         remote: bool = typer.Option(False, help="Run training/composition as deployments on the GPU work pool."),
+        variant: RemoteVariant = typer.Option(RemoteVariant.process, help="With --remote: which GPU deployments "
+                                              "of deployments/prefect.yaml run the steps (worker processes, "
+                                              "docker or kubernetes)."),
         overrides: list[str] = typer.Option(None, "--set", help="KEY=VALUE over the config (dotted KEY, YAML "
                                             "VALUE), e.g. --set seeds=[0] --set eval.limit=20; repeatable."),
     ) -> None:
         """Run the end-to-end experiment: pool, compose for each target, evaluate, report."""
+        if variant != RemoteVariant.process and not remote:
+            raise typer.BadParameter(f"--variant {variant.value} needs --remote", param_hint="--variant")
         cfg = _check_config(config, overrides, remote)
         _prefect_defaults()
         from flows._server import prefect_api
@@ -73,7 +85,8 @@ def register(app: typer.Typer) -> None:
 
         with _interruptible(f"experiment {cfg.name!r}"), prefect_api():
             # with overrides the flow gets the resolved config; cached cells depend on what they compute
-            result = experiment(config=cfg.model_dump(mode="json") if overrides else str(config), remote=remote)
+            result = experiment(config=cfg.model_dump(mode="json") if overrides else str(config), remote=remote,
+                                variant=variant.value)
         typer.echo(result.table)
         typer.echo(f"\nMLflow run {result.run_id} in experiment {result.experiment!r} at {result.tracking_uri}")
         typer.echo(f"report: {result.report_uri}")

@@ -36,6 +36,18 @@ def _subflow(remote: bool, deployment: str, local_flow: Any, **parameters: Any) 
     return _remote_runs(deployment, [parameters])[0]
 
 
+# `remote` picks the deployments of deployments/prefect.yaml that run the steps on the GPU pool
+REMOTE_VARIANTS = {"process": "", "docker": "-docker", "kubernetes": "-kubernetes"}
+
+
+def remote_deployments(variant: str) -> tuple[str, str]:
+    """The train-pool and compose-and-evaluate deployments of a remote variant (process, docker, kubernetes)."""
+    if variant not in REMOTE_VARIANTS:
+        raise ValueError(f"unknown remote variant {variant!r}; known: {', '.join(REMOTE_VARIANTS)}")
+    suffix = REMOTE_VARIANTS[variant]
+    return f"train-pool/train-pool{suffix}", f"compose-and-evaluate/compose-and-evaluate{suffix}"
+
+
 _LABEL_KEYS = ("target_index", "seed")  # what tells the runs of one deployment apart in an error
 
 
@@ -65,8 +77,10 @@ def _remote_runs(deployment: str, runs: list[dict[str, Any]], poll_s: float = 2.
 
 
 @flow(name="experiment", log_prints=True)
-def experiment(config: str | dict[str, Any], remote: bool = False) -> ExperimentResult:
-    """Run one experiment config end to end; returns the table, the MLflow run and the report URI."""
+def experiment(config: str | dict[str, Any], remote: bool = False, variant: str = "process") -> ExperimentResult:
+    """Run one experiment config end to end; returns the table, the MLflow run and the report URI. With
+    `remote`, training and composition run as the GPU deployments of `variant` (process, docker, kubernetes)."""
+    train_deployment, compose_deployment = remote_deployments(variant)
     cfg = resolve_config(config)
     use_storage(cfg.storage)
     config_path = config if isinstance(config, str) else None
@@ -74,7 +88,7 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
     run_id = start_experiment_run(cfg, config_path)
     try:
         runner = task_runner(cfg.pool.dask_address, cfg.pool.concurrency)
-        pool = _subflow(remote, "train-pool/train-pool", train_pool.with_options(task_runner=runner),
+        pool = _subflow(remote, train_deployment, train_pool.with_options(task_runner=runner),
                         config=resolve_pool_file(cfg).model_dump(mode="json"), parent_run_id=run_id)
         tag_data_fingerprints(cfg, run_id, pool)
         datamix = None
@@ -85,7 +99,7 @@ def experiment(config: str | dict[str, Any], remote: bool = False) -> Experiment
         cells = [dict(config=as_dict, target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
                  for i in range(len(cfg.targets)) for seed in cfg.run_seeds]
         if remote:  # every target at once on the GPU pool; results in target order
-            results = _remote_runs("compose-and-evaluate/compose-and-evaluate", cells)
+            results = _remote_runs(compose_deployment, cells)
         else:
             results = [compose_and_evaluate(**cell) for cell in cells]
         published = publish_report(cfg, run_id, results, pool)

@@ -31,4 +31,6 @@ def test_run_and_retrain_reject_a_bad_config_before_prefect_starts(tmp_path):
                      "eval.limitt=3", env=env)
     shown = f"stdout:\n{typo.stdout}\nstderr:\n{typo.stderr}"
     assert typo.returncode == 2 and "eval.limitt: Extra inputs are not permitted" in typo.stderr, shown
+    variant = _lorasoup("run", "--config", str(bad), "--variant", "docker", env=env)
+    assert variant.returncode == 2 and "--variant docker needs --remote" in variant.stderr, variant.stderr
     assert not (tmp_path / "prefect-home").exists()

@@ -36,6 +36,21 @@ def test_definitions_validate(checked):
     assert all(not c.schedules for n, c in checked.items() if n != "retrain-pool-nightly")  # one nightly run only
 
 
+def test_each_remote_variant_runs_the_steps_on_its_gpu_pool(checked):
+    """`lorasoup run --remote --variant V` submits deployments that exist, run the right flows, on V's pool."""
+    from flows.experiment import REMOTE_VARIANTS, remote_deployments
+
+    pools = {"process": "lorasoup-gpu", "docker": "lorasoup-gpu-docker", "kubernetes": "lorasoup-gpu-kubernetes"}
+    assert set(REMOTE_VARIANTS) == set(pools)
+    for variant, pool in pools.items():
+        for ref, flow in zip(remote_deployments(variant), ("train-pool", "compose-and-evaluate"), strict=True):
+            flow_name, name = ref.split("/")
+            assert flow_name == flow and checked[name].flow_name == flow, (variant, ref)
+            assert checked[name].work_pool == pool and checked[name].pool_type == variant, (variant, ref)
+    with pytest.raises(ValueError, match="unknown remote variant 'ecs'; known: process, docker, kubernetes"):
+        remote_deployments("ecs")
+
+
 def _render(template: dict, job_variables: dict) -> dict:
     """The job configuration a worker builds: template defaults, then the deployment's job variables."""
     from prefect.utilities.templating import apply_values
