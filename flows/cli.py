@@ -49,7 +49,12 @@ def _check_config(path: Path, overrides: list[str] | None = None, remote: bool |
     """Validate the experiment config (with its overrides) before Prefect starts: a bad file is one
     message and exit 2. `remote` False: the steps run here, so the tasks' data must load here too (a GPU
     worker's data is not this machine's to check). The store and tracking server must answer either way."""
-    from lorasoup_core.config import ConfigError
+    from lorasoup_core.config import ConfigError, read_yaml
+
+    try:
+        read_yaml(path)  # a missing file or bad YAML is answered before the heavy imports below (~0.5 s)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--config/--set") from None
     from lorasoup_core.experiment import load_experiment
     from lorasoup_core.experiment.config import check_task_data
     from lorasoup_core.experiment.preflight import check_services
