@@ -26,10 +26,6 @@ def check() -> None:
         raise Interrupted("interrupted (Ctrl-C): stopped before finishing")
 
 
-def request_stop() -> None:
-    _STOP.set()
-
-
 @contextlib.contextmanager
 def stop_on_sigint() -> Iterator[None]:
     """For the duration of the block, SIGINT also asks worker loops to stop (then behaves as before:

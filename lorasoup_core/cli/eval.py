@@ -54,7 +54,8 @@ def eval_cmd(
     from lorasoup_core.reporting import markdown_table
 
     mode = mode.value if mode else ("adapter" if adapter else "zero-shot")
-    model, device, dtype = model_config(model, device, dtype).model_dump().values()
+    chosen = model_config(model, device, dtype)
+    model, device, dtype = chosen.spec, chosen.device, chosen.dtype
     try:
         BENCHMARKS.get(benchmark)
     except KeyError as err:

@@ -36,7 +36,8 @@ def check(
 
     from lorasoup_core.models import ModelSpecError, load_model
 
-    spec, device, dtype = model_config(spec, device, dtype).model_dump().values()
+    chosen = model_config(spec, device, dtype)
+    spec, device, dtype = chosen.spec, chosen.device, chosen.dtype
     start = time.perf_counter()
     try:
         loaded = load_model(spec, device=device, dtype=dtype)

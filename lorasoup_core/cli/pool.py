@@ -86,7 +86,8 @@ def import_cmd(sources: list[str] = typer.Argument(..., help="PEFT LoRA director
     from lorasoup_core.models import ModelSpecError, load_model
     from lorasoup_core.pool import import_adapters
 
-    model, device, dtype = model_config(model, device, dtype).model_dump().values()
+    chosen = model_config(model, device, dtype)
+    model, device, dtype = chosen.spec, chosen.device, chosen.dtype
     try:
         base = load_model(model, device=device, dtype=dtype)
     except ModelSpecError as err:

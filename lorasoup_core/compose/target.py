@@ -38,9 +38,9 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
                        train_data: dict[str, Task] | None = None, label: str | None = None,
                        export_rank: int | None = None, base_ref: str | None = None) -> ComposedAdapter:
     """Compose `candidates` for `target` on `shots` and export the result (into `out_dir`, or a work
-    directory named by everything the result depends on and the composition's run); `label` names a method variant; `export_rank`
-    caps the exported LoRA's rank by SVD (serving stacks with a max LoRA rank); `base_ref` ('path' or
-    'hub_id') picks what the adapter names as its base."""
+    directory named by everything the result depends on and the composition's run); `label` names a
+    method variant; `export_rank` caps the exported LoRA's rank by SVD (serving stacks with a max LoRA
+    rank); `base_ref` ('path' or 'hub_id') picks what the adapter names as its base."""
     settings = settings_for(method, settings)
     label = label or method
     export = [export_rank, base_ref] if export_rank or base_ref else []  # unchanged keys without them

@@ -28,11 +28,12 @@ def check_services(cfg: ExperimentConfig, timeout: float = PROBE_TIMEOUT_S) -> N
 def _store_problem(cfg: ExperimentConfig, timeout: float) -> str | None:
     from lorasoup_core.registry.registry import use_storage
     from lorasoup_core.storage import open_store
+    from lorasoup_core.storage.backends import s3_timeout
 
     use_storage(cfg.storage)
     previous = os.environ.get("LORASOUP_S3_TIMEOUT")
-    os.environ["LORASOUP_S3_TIMEOUT"] = str(min(timeout, float(previous or timeout)))
     try:
+        os.environ["LORASOUP_S3_TIMEOUT"] = str(min(timeout, s3_timeout()))  # a shorter setting still wins
         store = open_store(cfg.storage.uri)
         store.check_reachable()
     except Exception as err:  # noqa: BLE001 (whatever the backend raises is the answer)
