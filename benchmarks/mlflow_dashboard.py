@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/mlflow_dashboard.py --tracking-uri sqlite:///$LORASOUP_HOME/mlflow.db \
         --experiment tiny-dashboard --out /tmp/dashboard --json
+    .venv/bin/python benchmarks/mlflow_dashboard.py --tracking-uri sqlite:///$LORASOUP_HOME/mlflow.db \
+        --experiment study-bbh --task navigate --seed 0 --out /tmp/dashboard --json
 
 Starts `mlflow server` on 127.0.0.1 over the tracking database, takes the latest experiment run of
 `--experiment`, and captures: its evaluation runs in the runs table (searched by
@@ -55,6 +57,9 @@ def main() -> None:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--out", default="mlflow-screenshots")
+    parser.add_argument("--task", help="Compare only this target's evaluation runs (a study has hundreds; "
+                        "MLflow's compare view of them all does not render in time)")
+    parser.add_argument("--seed", help="... and only this seed's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -69,8 +74,9 @@ def main() -> None:
     exp = client.get_experiment_by_name(args.experiment)
     parent = client.search_runs([exp.experiment_id], "tags.`lorasoup.kind` = 'experiment'", max_results=1,
                                 order_by=["attributes.start_time DESC"])[0]
+    only = "".join(f" and tags.`lorasoup.{k}` = '{v}'" for k, v in (("task", args.task), ("seed", args.seed)) if v)
     evals = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and "
-                               "tags.`lorasoup.step` = 'evaluate'")
+                               f"tags.`lorasoup.step` = 'evaluate'{only}", max_results=1000)
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -84,7 +90,7 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(1)
-        search = urllib.parse.quote("tags.`lorasoup.step` = 'evaluate'")
+        search = urllib.parse.quote(f"tags.`lorasoup.step` = 'evaluate'{only}")
         ids = json.dumps([r.info.run_id for r in evals], separators=(",", ":"))
         pages = {
             "runs_table": f"{ui}/#/experiments/{exp.experiment_id}/runs?searchFilter={search}",
