@@ -127,3 +127,15 @@ def test_s3_client_timeouts_and_retries_are_bounded(monkeypatch):
         BACKENDS.get("s3")("bucket/p")
     result = runner.invoke(app, ["ls", "--uri", "s3://bucket/p"])
     assert result.exit_code != 0 and "LORASOUP_S3_TIMEOUT" in result.output, result.output
+
+
+def test_check_reachable_refuses_a_local_root_that_cannot_be_created(tmp_path):
+    """The preflight probe of a local store: a root whose nearest existing parent is a file (or not
+    writable) is refused naming the store; a root still to be created under a writable directory passes."""
+    from lorasoup_core.storage import open_store
+
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(StoreError, match=r"store file://.*a-file/store: .*a-file is not a writable directory"):
+        open_store((tmp_path / "a-file" / "store").as_uri()).check_reachable()
+    open_store((tmp_path / "new" / "store").as_uri()).check_reachable()
+    assert not (tmp_path / "new").exists()  # a probe creates nothing
