@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from lorasoup_core.interrupt import stop_on_sigint
+from lorasoup_core.interrupt import Interrupted, stop_on_sigint
 
 
 @contextlib.contextmanager
@@ -22,7 +22,7 @@ def _interruptible(what: str) -> Iterator[None]:
     try:
         with stop_on_sigint():
             yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):  # Interrupted: a step stopped before the main thread saw SIGINT
         typer.echo(f"interrupted: {what} stopped; finished adapters and cells are kept, "
                    "run the same command to resume", err=True)
         raise typer.Exit(130) from None

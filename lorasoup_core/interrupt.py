@@ -29,20 +29,21 @@ def check() -> None:
 @contextlib.contextmanager
 def stop_on_sigint() -> Iterator[None]:
     """For the duration of the block, SIGINT also asks worker loops to stop (then behaves as before:
-    KeyboardInterrupt in the main thread). A no-op outside the main thread. The stop stays requested after
-    the block (workers of an interrupted block may still be running) until the next block starts."""
-    if threading.current_thread() is not threading.main_thread():
+    KeyboardInterrupt in the main thread). A no-op outside the main thread and where SIGINT is ignored
+    (`nohup`, a background job of a script): that process asked not to be interrupted. The stop stays
+    requested after the block (workers of an interrupted block may still be running) until the next
+    block starts."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
         yield
         return
     _STOP.clear()
-    previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: object) -> None:
         _STOP.set()
         if callable(previous):
             previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt  # SIG_DFL would end the process: end it the way Python does
 
     signal.signal(signal.SIGINT, handler)
     try:

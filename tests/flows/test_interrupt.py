@@ -27,8 +27,10 @@ class _Run:
     """`lorasoup run` in its own process group (as a terminal's foreground job), its output collected."""
 
     def __init__(self, config: Path, env: dict[str, str]) -> None:
+        # SIGINT as in a terminal: a runner started in the background passes SIG_IGN on to its children
         self.proc = subprocess.Popen([LORASOUP, "run", "--config", str(config)], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.output = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
