@@ -16,6 +16,7 @@ import sys
 import types
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 from prefect.server.api import server as _prefect_server
 
@@ -42,18 +43,8 @@ class TiedServer(_prefect_server.SubprocessASGIServer):
 
         # Prefect's own command line and environment; only how the process is started differs
         shim = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen})
-        with _patched(_prefect_server, "subprocess", shim):
+        with mock.patch.object(_prefect_server, "subprocess", shim):
             return super()._run_uvicorn_command()
-
-
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 @contextlib.contextmanager

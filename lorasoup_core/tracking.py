@@ -82,17 +82,15 @@ def default_artifact_location(tracking_uri: str, store_uri: str | None = None, e
     own default); else beside a local tracking database (`<db>-artifacts/`), never `./mlruns` of whatever
     directory the command runs in, and never shared by two databases. Else the tracking server decides
     (None)."""
-    scheme = (store_uri or "").split("://", 1)[0] if "://" in (store_uri or "") else ""
-    if scheme and scheme not in ("file", "memory"):
-        return f"{store_uri.rstrip('/')}/mlflow/{_slug(experiment) or 'default'}"
+    from lorasoup_core.adapters.card import slug
+    from lorasoup_core.storage.store import split_uri
+
+    if store_uri and split_uri(store_uri)[0] not in ("file", "memory"):
+        return f"{store_uri.rstrip('/')}/mlflow/{slug(experiment or 'default')}"
     if not tracking_uri.startswith("sqlite:///"):
         return None
     db = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
     return db.with_name(f"{db.stem}-artifacts").resolve().as_uri()
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name.strip()).strip("-")
 
 
 def experiment_id(name: str, tracking_uri: str | None = None, artifact_location: str | None = None,

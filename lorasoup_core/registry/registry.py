@@ -249,13 +249,14 @@ class AdapterRegistry:
         if decide_champion:
             tags[CHAMPION_PENDING] = "true"
         model_text, version_text = describe(card, artifact)
+        about_model = model_tags(card)
         try:
             try:
-                self.client.create_registered_model(name, tags=model_tags(card), description=model_text)
+                self.client.create_registered_model(name, tags=about_model, description=model_text)
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                for k, v in model_tags(card).items():  # models registered before these tags existed
+                for k, v in about_model.items():  # models registered before these tags existed
                     self.client.set_registered_model_tag(name, k, v)
             mv = self.client.create_model_version(name, source=artifact.uri, run_id=run_id, tags=tags,
                                                   description=version_text)
