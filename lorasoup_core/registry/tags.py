@@ -26,10 +26,15 @@ def version_tags(card: AdapterCard, artifact: Artifact, store_root: str) -> dict
     return tags
 
 
+def _method(lineage: dict[str, Any]) -> str:
+    """The method a composition is registered under: its variant label (lorahub-cma), else the composer."""
+    return str(lineage.get("label") or lineage.get("method") or "")
+
+
 def lineage_tags(lineage: dict[str, Any]) -> dict[str, str]:
     """The lineage as tags a person reads in MLflow's UI (and can search by): method, candidate versions,
     the largest weights."""
-    out = {"lineage.method": str(lineage.get("label") or lineage.get("method") or "")}
+    out = {"lineage.method": _method(lineage)}
     versions = [v for v in lineage.get("versions") or [] if v]
     out["lineage.candidates"] = ", ".join(versions or lineage.get("candidates") or [])[:5000]
     weights = lineage.get("weights") or []
@@ -46,7 +51,7 @@ def describe(card: AdapterCard, artifact: Artifact) -> tuple[str, str]:
     """(registered model description, version description) in words."""
     lineage = card.lineage or {}
     if card.origin == "composed":
-        method = lineage.get("label") or lineage.get("method") or "composed"
+        method = _method(lineage) or "composed"
         model = (f"{method} compositions for {card.task} on {card.base_model}, made by lorasoup from the adapter "
                  f"pool (one version per shots, candidates, settings and seed).")
         top = lineage_tags(lineage).get("lineage.weights", "")
@@ -65,5 +70,5 @@ def model_tags(card: AdapterCard) -> dict[str, str]:
     """Tags on the registered model itself: what MLflow's Models page can search (`tags.task = ...`)."""
     tags = {"task": card.task, "base_model": card.base_model, "origin": card.origin, "adapter": card.name}
     if card.origin == "composed":
-        tags["method"] = str((card.lineage or {}).get("label") or (card.lineage or {}).get("method") or "")
+        tags["method"] = _method(card.lineage or {})
     return {k: v for k, v in tags.items() if v}
