@@ -174,6 +174,13 @@ class MethodVariant(StrictModel):
         return value
 
 
+def _given(settings: Any) -> dict[str, Any]:
+    """The fields a settings value names: a mapping as written, or a settings object's explicitly set fields."""
+    if isinstance(settings, ComposerSettings):
+        return settings.model_dump(exclude_unset=True)
+    return dict(settings) if isinstance(settings, dict) else {}
+
+
 class ExperimentConfig(PoolFile):
     """Everything one experiment run needs; params of the MLflow parent run are this, fully resolved."""
 
@@ -188,7 +195,8 @@ class ExperimentConfig(PoolFile):
                                "composer name or by the name of one of `variants`.")
     variants: dict[str, MethodVariant] = Field(
         default_factory=dict, description="Named method variants, e.g. {lorahub-exact: {method: lorahub, "
-        "settings: {formula: exact}}}; each name is listed in `methods` and reported under that name.")
+        "settings: {formula: exact}}}; each name is listed in `methods` and reported under that name. A "
+        "variant's settings start from its composer's section of `compose` and change only what it names.")
     compose: dict[str, SerializeAsAny[ComposerSettings]] = Field(
         default_factory=dict, description="Settings per method, e.g. {lorahub: {budget: 40}, cat: {steps: 30}}; "
         "each validated by that method's settings class. Methods left out run with their defaults.")
@@ -201,6 +209,21 @@ class ExperimentConfig(PoolFile):
         """The MLflow experiment: `tracking.experiment` when set, else the config's name."""
         return self.tracking.experiment or self.name
 
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variants_start_from_compose(cls, value: Any) -> Any:
+        # a variant is "this experiment's composer with one change": `compose: {cat: {mix_size: 300}}` holds
+        # for a cat variant too, unless the variant sets mix_size itself
+        if not isinstance(value, dict) or not isinstance(value.get("compose"), dict) \
+                or not isinstance(value.get("variants"), dict):
+            return value
+        compose, variants = value["compose"], dict(value["variants"])
+        for name, variant in variants.items():
+            if isinstance(variant, dict) and isinstance(variant.get("method"), str) and variant["method"] in compose:
+                variants[name] = {**variant, "settings": {**_given(compose[variant["method"]]),
+                                                          **_given(variant.get("settings"))}}
+        return {**value, "variants": variants}
 
     @field_validator("targets")
     @classmethod

@@ -28,6 +28,21 @@ def test_study_config_variants_and_comparisons():
     assert cfg.selection_of("lorahub").filters == ["random"] and cfg.selection_of("lorahub-oracle").filters == ["oracle"]
     assert cfg.selection_of("lorahub-oracle").k == cfg.selection.k == 5  # filters compared at equal k
     assert cfg.settings("lorahub-cma-pop5").population == 5 and cfg.settings("lorahub").optimizer == "NGOpt"
+    # LoRA Soups' own setting: CAT on the target's skills, with the study's CAT settings (not the defaults)
+    assert cfg.selection_of("cat-oracle").filters == ["oracle"] and cfg.composer_of("cat-oracle") == "cat"
+    assert cfg.settings("cat-oracle") == cfg.settings("cat") and cfg.settings("cat").mix_size == 300
+
+
+def test_a_variant_starts_from_its_composers_compose_section():
+    cfg = load_experiment(STUDY, ["variants.cat-oracle={method: cat, settings: {epochs: 3}}",
+                                  "compose.lorahub={budget: 12}"])
+    assert (cfg.settings("cat-oracle").mix_size, cfg.settings("cat-oracle").epochs) == (300, 3)
+    assert cfg.settings("cat").epochs == 1  # the section itself is untouched
+    # a lorahub variant keeps the section's budget and its own change; a variant's own value wins
+    assert (cfg.settings("lorahub-exact").budget, cfg.settings("lorahub-exact").formula) == (12, "exact")
+    cfg = load_experiment(STUDY, ["variants.lorahub-cma={method: lorahub, settings: {optimizer: CMA, budget: 7}}",
+                                  "compose.lorahub={budget: 12}"])
+    assert (cfg.settings("lorahub-cma").budget, cfg.settings("lorahub").budget) == (7, 12)
     assert cfg.compare_to == ["lorahub", "zero-shot", "cat"]
     with pytest.raises(ConfigError, match="compare_to: nope is not evaluated"):
         load_experiment(STUDY, ["compare_to=[nope]"])
