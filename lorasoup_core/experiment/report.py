@@ -100,8 +100,26 @@ def _describe(cfg: ExperimentConfig, run_id: str, pool: PoolResult, analysis: An
     parts = [name, f"trained {len(pool.trained)} of {len(pool.versions)}" if pool.trained else "pool reused"]
     if best is not None:
         parts.append(f"best {best.method} {100 * best.score:.1f}")
-    tracking.set_tags(run_id, {"mlflow.runName": " · ".join(parts), "mlflow.note.content": text[:60000]},
+    tracking.set_tags(run_id, {"mlflow.runName": " · ".join(parts), "mlflow.note.content": run_description(text)},
                       cfg.tracking.tracking_uri)
+
+
+def run_description(text: str) -> str:
+    """The report within MLflow's tag limit (8000 characters): whole tables first, whole rows of the one that
+    no longer fits, then where the full report is. MLflow itself would cut it mid-row, with a warning."""
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    if len(text) <= MAX_TAG_VAL_LENGTH:
+        return text
+    more = "\n\n(Shortened to fit the run description: the full report is the artifact `results/report.md`.)"
+    kept: list[str] = []
+    size = len(more)
+    for line in text.split("\n"):
+        if size + len(line) + 1 > MAX_TAG_VAL_LENGTH:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept).rstrip() + more
 
 
 def finish_experiment_run(cfg: ExperimentConfig, run_id: str, failed: bool = False) -> None:
