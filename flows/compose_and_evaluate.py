@@ -69,7 +69,10 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     all_data = candidate_data(cfg.pool, train_names) if train_names else {}
     for name in cfg.methods:
         chosen = selections[cfg.selection_of(name).model_dump_json()].candidates
-        train_data = {c.name: all_data[c.name] for c in chosen if c.name in all_data}
+        # only a composer that trains on it gets the data (and has it in its cache key): adding or removing
+        # a CAT method must not recompute the lorahub cells
+        needs_data = COMPOSERS.get(cfg.composer_of(name)).needs_train_data
+        train_data = {c.name: all_data[c.name] for c in chosen} if needs_data else {}
         composed = compose_adapter(base, chosen, target, shots, name, cfg.composer_of(name),
                                    cfg.settings(name), seed, train_data, run)
         version = register_composed(composed, cfg.storage, run)
