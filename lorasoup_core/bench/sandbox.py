@@ -77,6 +77,8 @@ class SandboxResult:
     in namespace mode a full disk is the program's own "exception: OSError: [Errno 28] ..."),
     "killed[: SIGNAME]", "exit: code N" (SystemExit), "exception: Type: message",
     "missing_entry: ...", "no_result[: exit code N]", "protocol: ...", "setup: ...".
+    ``wall_s`` is the whole run: start, execution, and the teardown of what it left (a killed PID
+    namespace can take the kernel a second or two to remove).
     """
 
     ok: bool
@@ -317,9 +319,10 @@ def _has_exited(pid: int) -> bool:
         return True
 
 
-def _await_group_exit(pgid: int, timeout_s: float = 2.0) -> None:
-    """Wait (briefly) until the killed group is gone: a PID namespace's processes die after its parent
-    was reaped, and under load that can take a moment; nothing of a run may outlive it."""
+def _await_group_exit(pgid: int, timeout_s: float = 10.0) -> None:
+    """Wait until the killed group is gone: a PID namespace's processes die after its parent was
+    reaped, and the kernel's teardown of a killed namespace takes 1-2 s on some hosts (longer under
+    load); nothing of a run may outlive it. Returns as soon as the group is empty."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
