@@ -63,16 +63,15 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     result = TargetResult(target.name, target.fingerprint, rows=[], seed=seed, selection=dict(default.scores))
     subjects: list[tuple[str, str, AdapterVersion | None]] = []
     compose_seconds: dict[str, float] = {}
-    # the candidates' own training data, for methods that train on it (CAT); not loaded when none does
-    train_names = sorted({c.name for name in cfg.methods if COMPOSERS.get(cfg.composer_of(name)).needs_train_data
-                          for c in selections[cfg.selection_of(name).model_dump_json()].candidates})
+    chosen_of = {name: selections[cfg.selection_of(name).model_dump_json()].candidates for name in cfg.methods}
+    # the candidates' own training data, for methods that train on it (CAT); not loaded when none does. Only
+    # such a composer gets it (and has it in its cache key): adding or removing CAT must not recompute lorahub
+    trains = {name for name in cfg.methods if COMPOSERS.get(cfg.composer_of(name)).needs_train_data}
+    train_names = sorted({c.name for name in trains for c in chosen_of[name]})
     all_data = candidate_data(cfg.pool, train_names) if train_names else {}
     for name in cfg.methods:
-        chosen = selections[cfg.selection_of(name).model_dump_json()].candidates
-        # only a composer that trains on it gets the data (and has it in its cache key): adding or removing
-        # a CAT method must not recompute the lorahub cells
-        needs_data = COMPOSERS.get(cfg.composer_of(name)).needs_train_data
-        train_data = {c.name: all_data[c.name] for c in chosen} if needs_data else {}
+        chosen = chosen_of[name]
+        train_data = {c.name: all_data[c.name] for c in chosen} if name in trains else {}
         composed = compose_adapter(base, chosen, target, shots, name, cfg.composer_of(name),
                                    cfg.settings(name), seed, train_data, run)
         version = register_composed(composed, cfg.storage, run)

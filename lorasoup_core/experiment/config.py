@@ -209,7 +209,6 @@ class ExperimentConfig(PoolFile):
         """The MLflow experiment: `tracking.experiment` when set, else the config's name."""
         return self.tracking.experiment or self.name
 
-
     @model_validator(mode="before")
     @classmethod
     def _variants_start_from_compose(cls, value: Any) -> Any:
