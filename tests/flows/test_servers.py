@@ -60,9 +60,12 @@ def test_deployment_on_real_servers(tmp_path, mlflow_server, s3_bucket, moto_ser
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-           "LORASOUP_HOME": str(tmp_path / "home")}
+           "LORASOUP_HOME": str(tmp_path / "home"),
+           # workers poll every second (default 10 s: each of the three flow runs would wait for a poll)
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     log = open(tmp_path / "servers.log", "wb")
-    server = start_process([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    server = start_process([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                           "--no-ui"], env, log)
     workers = []
     try:
         wait_http(f"{api}/health", server, timeout=120)
