@@ -100,10 +100,25 @@ def test_same_seed_same_bytes(tiny_llama, first_letter_task, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error(tiny_llama, first_letter_task, tmp_path):
+    """A NaN is injected into the 13th training forward (a hook on the input embeddings, so the loss of
+    step 13 is NaN on any CPU): the trainer's own finiteness check must stop at exactly that step."""
     state_before = {k: v.clone() for k, v in tiny_llama.model.state_dict().items()}
-    config = CONFIG.model_copy(update={"lr": 1e9, "steps": 30})  # the weights blow up to inf within a few steps
-    with pytest.raises(TrainingError, match=r"first_letter.*step \d+/30"):
-        train_lora(tiny_llama, first_letter_task, config, tmp_path / "nan", progress=False, embed_examples=0)
+    forwards = []
+
+    def poison(module, args, output):
+        if not torch.is_grad_enabled():  # validation runs under inference_mode: leave it alone
+            return None
+        forwards.append(1)
+        return output * float("nan") if len(forwards) == 13 else None
+
+    hook = tiny_llama.model.get_input_embeddings().register_forward_hook(poison)
+    try:
+        with pytest.raises(TrainingError, match=r"'first_letter'.*nan at step 13/30"):
+            train_lora(tiny_llama, first_letter_task, CONFIG.model_copy(update={"steps": 30}), tmp_path / "nan",
+                       progress=False, embed_examples=0)
+    finally:
+        hook.remove()
+    assert len(forwards) < 30  # stopped at its first check after step 13, not at the end
     assert not (tmp_path / "nan" / CARD_FILE).exists()
     assert not any(isinstance(m, LoraLayer) for m in tiny_llama.model.modules())
     state = tiny_llama.model.state_dict()

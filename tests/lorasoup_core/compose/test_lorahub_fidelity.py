@@ -52,7 +52,9 @@ def test_objective_equals_the_reference_at_random_weights(setup):
 def test_search_evaluates_what_plain_nevergrad_evaluates(setup):
     """The preset's 40 evaluated weight vectors and its result are a plain NGOpt run's (one worker: COBYLA at
     budget 40) over the original parametrization, fed the same objective values. Run on the reference
-    objective itself, the search agrees until float noise (~1e-7 in the loss) steers COBYLA apart."""
+    objective itself, the search agrees until float noise (~1e-7 in the loss) steers COBYLA apart: past the
+    first n + 1 points the two paths are compared only where they cannot diverge (the final objective is the
+    reference objective at the preset's result; neither search ends worse than its start)."""
     base, cands, target, shots = setup
     comp = compose("lorahub", base, cands, target, shots, {}, seed=3)
     ours = np.asarray(comp.diagnostics["evaluated"])
@@ -71,11 +73,18 @@ def test_search_evaluates_what_plain_nevergrad_evaluates(setup):
     np.testing.assert_array_equal(comp.weights, recommendation.value)
 
     # COBYLA's first n + 1 points (the start and one probe per weight) do not depend on the values told
-    ref_w, ref_evaluated, ref_values = _reference(base, cands, target, shots).search(budget=40, seed=3)
+    ref = _reference(base, cands, target, shots)
+    ref_w, ref_evaluated, ref_values = ref.search(budget=40, seed=3)
     k = len(cands) + 1
     np.testing.assert_allclose(ours[:k], np.asarray(ref_evaluated)[:k], rtol=0, atol=1e-9)
     np.testing.assert_allclose(comp.trace[:k], ref_values[:k], rtol=0, atol=1e-5)
-    assert abs(comp.diagnostics["final_objective"] - min(ref_values)) < 1e-3
+    # The result's objective is the reference objective at the same weights: one point, two float paths
+    # (batched vs one-by-one forward), within the 1e-5 the objectives agree to at random weights above.
+    final = comp.diagnostics["final_objective"]
+    assert abs(final - ref.objective(comp.weights)) < 1e-5
+    # COBYLA's result is its best point, so no path, however float noise steered it, ends above its start
+    # (w = 0, told first); the 1e-5 covers re-evaluating that point in another batch.
+    assert final <= comp.trace[0] + 1e-5 and min(ref_values) <= ref_values[0]
 
 
 def test_paper_defaults():
