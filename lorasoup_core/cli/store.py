@@ -72,10 +72,22 @@ def clean(uri: str | None = URI, dry_run: bool = typer.Option(False, help="Only 
           min_age: float = typer.Option(None, min=0, help="Only leftovers older than this many minutes (default "
                                         "LORASOUP_CLEAN_MIN_AGE, 60): younger ones may be a publish in progress.")
           ) -> None:
-    """Remove leftovers of interrupted publishes (never committed artifacts, never young uploads)."""
+    """Remove leftovers of interrupted publishes, as the store's journal records them (never committed
+    artifacts, never young uploads, never a file the store did not write)."""
     store = _store(uri)
     age = None if min_age is None else min_age * 60
     leftovers = _run(lambda: store.uncommitted(min_age_s=age) if dry_run else store.clean_uncommitted(min_age_s=age))
     for rel in leftovers:
         typer.echo(rel)
     typer.echo(f"{len(leftovers)} leftover(s) {'found' if dry_run else 'removed'}")
+
+
+@app.command("adopt")
+def adopt(uri: str | None = URI) -> None:
+    """Mark a store made by a lorasoup older than the store marker (it holds committed artifacts), so
+    ls/clean/publish use it. A directory without committed artifacts is refused."""
+    store = _store(uri)
+    keys = _run(store.adopt)
+    for key in keys:
+        typer.echo(key)
+    typer.echo(f"{store.uri}: a lorasoup store with {len(keys)} committed artifact(s)")

@@ -4,17 +4,19 @@ An artifact is a key (a relative path) holding files plus a manifest that lists 
 sha256. The manifest is the commit marker and is written last: readers treat a key without one
 as absent, so a publish killed halfway leaves nothing visible. On local disk the whole directory
 is also staged and renamed into place in one step. The root holds a store marker, so listing and
-cleaning never walk (or delete in) a directory that lorasoup did not make.
+cleaning never walk (or delete in) a directory that lorasoup did not make: a root is adopted only while it
+is empty. Every write is recorded in the store's journal before it starts (``journal.py``), and cleaning
+removes only what such a record names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core.fingerprint import file_digests, sha256_file, sha256_json
+from lorasoup_core.storage import journal
 from lorasoup_core.storage.backends import BACKENDS
 from lorasoup_core.storage.safety import UnsafePath, check_files, check_links, staged_destination
 
@@ -65,7 +68,7 @@ def check_key(key: str) -> str:
     key = key.strip("/")
     if key and (not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/"))):
         raise StoreError(f"invalid artifact key {key!r}: use letters, digits and . _ @ = + - separated by /")
-    if key.split("/")[0] in (STAGING, STORE_MARKER):
+    if key.split("/")[0] in (STAGING, STORE_MARKER, journal.PENDING):
         raise StoreError(f"artifact key {key!r} is reserved for the store's own files")
     return key
 
@@ -139,20 +142,35 @@ class ArtifactStore:
         with self._remote("reading"):
             if self.fs.exists(f"{self.root}/{STORE_MARKER}"):
                 return True
-            if not self.fs.exists(self.root):
+            if not self.fs.exists(self.root) or not self.fs.ls(self.root):
                 return False
-            if self.fs.isdir(f"{self.root}/{STAGING}"):  # local stores from before the marker
+            if self.fs.exists(f"{self.root}/{STORE_MARKER}"):  # marked meanwhile by a concurrent first write
                 return True
-            if not self.fs.ls(self.root):
-                return False
-        raise StoreError(f"{self.uri} is not a lorasoup artifact store (no {STORE_MARKER} at its root); "
-                         "refusing to walk it: check --uri / LORASOUP_STORE")
+        raise StoreError(f"{self.uri} is not a lorasoup artifact store (no {STORE_MARKER} at its root) and "
+                         "is not empty; refusing to use it: check --uri / LORASOUP_STORE, use an empty or new "
+                         "directory, or run `lorasoup store adopt` if a lorasoup older than the marker made it")
+
+    def adopt(self) -> list[str]:
+        """Mark a root that holds committed artifacts but no marker (a store made before the marker
+        existed), at the user's explicit request; returns its keys. A root with none is refused."""
+        with self._remote("reading"):
+            if self.fs.exists(f"{self.root}/{STORE_MARKER}"):
+                return self.list()
+            found = self.fs.glob(f"{self.root}/**/{MANIFEST}") if self.fs.exists(self.root) else []
+        if not found:
+            raise StoreError(f"{self.uri} holds no committed artifact (no {MANIFEST}): not a lorasoup store, "
+                             "nothing adopted")
+        with self.fs.open(f"{self.root}/{STORE_MARKER}", "wb") as f:
+            f.write(json.dumps({"lorasoup": "artifact store", "layout": 1}).encode())
+        return self.list()
 
     def _mark(self) -> None:
-        marker = f"{self.root}/{STORE_MARKER}"
-        if not self.fs.exists(marker):
-            with self.fs.open(marker, "wb") as f:
-                f.write(json.dumps({"lorasoup": "artifact store", "layout": 1}).encode())
+        """Adopt the root as a store: only a marked, missing or empty one (`_is_store` refuses the rest),
+        so the store never shares a directory with files it did not make."""
+        if self._is_store():
+            return
+        with self.fs.open(f"{self.root}/{STORE_MARKER}", "wb") as f:
+            f.write(json.dumps({"lorasoup": "artifact store", "layout": 1}).encode())
 
     # -- reading ----------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
@@ -252,13 +270,19 @@ class ArtifactStore:
 
     def _publish(self, local_dir: Path, key: str, files: dict[str, str], manifest_bytes: bytes) -> None:
         self._mark()
-        if self.scheme == "file":
-            self._publish_local(local_dir, key, files, manifest_bytes)
+        rid = journal.new_id()
+        local = self.scheme == "file"
+        record = journal.begin(self, journal.Record(rid, key, [*files, MANIFEST],
+                                                    staging=f"{STAGING}/{rid}" if local else None))
+        if local:
+            self._publish_local(local_dir, key, files, manifest_bytes, rid)
         else:
             self._publish_remote(local_dir, key, files, manifest_bytes)
+        journal.end(self, record)  # only after a commit or a complete undo: a kill leaves the record
 
-    def _publish_local(self, local_dir: Path, key: str, files: dict[str, str], manifest_bytes: bytes) -> None:
-        staging = Path(self.root) / STAGING / uuid.uuid4().hex
+    def _publish_local(self, local_dir: Path, key: str, files: dict[str, str], manifest_bytes: bytes,
+                       rid: str) -> None:
+        staging = Path(self.root) / STAGING / rid
         staging.mkdir(parents=True)
         try:
             for rel in files:  # exactly the listed files, as a remote publish uploads
@@ -267,8 +291,9 @@ class ArtifactStore:
             (staging / MANIFEST).write_bytes(manifest_bytes)
             final = Path(self.path(key))
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():  # an uncommitted leftover (no manifest): nobody can be reading it
-                shutil.rmtree(final)
+            if final.exists() and not self.exists(key):  # never removed here: not recorded as ours
+                raise StoreError(f"{final} exists without a committed artifact in it; move it away (or run "
+                                 "`lorasoup store clean` if a killed write of this store left it)")
             try:
                 os.rename(staging, final)
             except OSError:
@@ -295,52 +320,47 @@ class ArtifactStore:
             raise
 
     def delete(self, key: str) -> None:
-        """Uncommit first (readers stop seeing it), then remove the files."""
-        base = self.path(check_key(key) or "?")
-        if self.fs.exists(f"{base}/{MANIFEST}"):
-            self.fs.rm(f"{base}/{MANIFEST}")
-        if self.fs.exists(base):
-            self.fs.rm(base, recursive=True)
+        """Uncommit first (readers stop seeing it), then remove the artifact's own files (as its manifest
+        lists them; a killed delete is finished by `clean`, from its record)."""
+        key = check_key(key)
+        if not key or not self.exists(key):
+            return
+        files = [*self.manifest(key).files, MANIFEST]
+        record = journal.begin(self, journal.Record(journal.new_id(), key, files, action="delete"))
+        base = self.path(key)
+        self.fs.rm(f"{base}/{MANIFEST}")
+        for rel in files[:-1]:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(f"{base}/{rel}")
+        if self.scheme == "file":
+            journal._prune_empty_dirs(base, stop=self.root)
+        journal.end(self, record)
 
     def uncommitted(self, min_age_s: float | None = None) -> list[str]:
-        """Leftovers of interrupted publishes: staging directories and files under keys with no manifest,
-        untouched for `min_age_s` seconds (default LORASOUP_CLEAN_MIN_AGE minutes, 60): a younger one may be
-        a publish still uploading, whose manifest is about to commit it. memory:// (one process) has no
-        threshold."""
-        if not self._is_store():
-            return []
-        min_age = self._min_age(min_age_s)
-        committed = set(self.list())
-        root = self.root.strip("/")
-        with self._remote("listing"):
-            found = self.fs.find(self.root, detail=True)
-        touched: dict[str, float] = {}  # file (relative to the root) -> last modified, epoch seconds
-        out = set()
-        for p, info in found.items():
-            rel = p.strip("/")[len(root):].strip("/")
-            if rel == STORE_MARKER:
-                continue
-            touched[rel] = _modified(info)
-            if rel.startswith(STAGING + "/"):
-                out.add("/".join(rel.split("/")[:2]))
-            elif not any(rel == k or rel.startswith(k + "/") for k in committed):
-                out.add(rel.rsplit("/", 1)[0] if "/" in rel else rel)
-        if min_age <= 0:
-            return sorted(out)
-        now = time.time()
-
-        def newest(group: str) -> float:  # a group is as young as its youngest file
-            return max(t for rel, t in touched.items() if rel == group or rel.startswith(group + "/"))
-
-        return sorted(g for g in out if now - newest(g) >= min_age)
+        """Leftovers of killed writes, as the journal records them (a staging directory, or a key's
+        uploaded files with no manifest), untouched for `min_age_s` seconds (default LORASOUP_CLEAN_MIN_AGE
+        minutes, 60): a younger one may be a publish still uploading. memory:// (one process) has no
+        threshold. A file no record names is never listed, whatever it is."""
+        return [rec.label for _path, rec, left in self._stale(min_age_s) if left]
 
     def clean_uncommitted(self, min_age_s: float | None = None) -> list[str]:
-        """Remove what `uncommitted` lists (never a committed artifact, nor a leftover another writer may
-        still commit: younger than the age threshold)."""
-        leftovers = self.uncommitted(min_age_s)
-        for rel in leftovers:
-            self.fs.rm(f"{self.root}/{rel}", recursive=True)
-        return leftovers
+        """Remove what `uncommitted` lists: exactly the files the records name (never a committed
+        artifact's, never a file the store did not write)."""
+        stale = self._stale(min_age_s)
+        for path, rec, _left in stale:
+            journal.undo(self, path, rec)  # a record with nothing left to remove just goes
+        return [rec.label for _path, rec, left in stale if left]
+
+    def _stale(self, min_age_s: float | None) -> list[tuple[str, journal.Record, bool]]:
+        """(record path, record, whether anything it names is still there) of records untouched for
+        the age threshold."""
+        if not self._is_store():
+            return []
+        min_age, now = self._min_age(min_age_s), time.time()
+        with self._remote("listing"):
+            found = journal.records(self)
+        return sorted(((p, r, left) for p, r, touched, left in found if min_age <= 0 or now - touched >= min_age),
+                      key=lambda prl: prl[1].label)
 
     def _min_age(self, min_age_s: float | None) -> float:
         if self.scheme == "memory":

@@ -14,7 +14,7 @@ import pytest
 
 from lorasoup_core.adapters import CARD_FILE, AdapterCard
 from lorasoup_core.registry import AdapterRegistry
-from lorasoup_core.storage import MANIFEST, open_store
+from lorasoup_core.storage import MANIFEST, journal, open_store
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -105,9 +105,12 @@ def test_processes_opening_a_fresh_database_together_all_succeed(tmp_path):
 
 # -- store clean --------------------------------------------------------------------------------------
 def _upload_without_manifest(store, key: str, src: Path) -> None:
-    """A publish in progress: files uploaded, the manifest (the commit) not yet written."""
-    for f in sorted(src.iterdir()):
-        store.fs.put_file(str(f), f"{store.path(key)}/{f.name}")
+    """A publish in progress (or killed): recorded in the journal, files uploaded, the manifest (the
+    commit) not yet written."""
+    files = sorted(f.name for f in src.iterdir())
+    journal.begin(store, journal.Record(journal.new_id(), key, [*files, MANIFEST]))
+    for name in files:
+        store.fs.put_file(str(src / name), f"{store.path(key)}/{name}")
 
 
 @pytest.mark.slow
@@ -137,15 +140,22 @@ def test_clean_on_a_local_store_keeps_young_staging_and_removes_old(tmp_path, ti
 
     store = open_store((tmp_path / "store").as_uri())
     store.publish(tiny_pool["add"], "adapters/a/v1")
-    young = tmp_path / "store" / ".staging" / "young"
-    old = tmp_path / "store" / ".staging" / "old"
-    for d in (young, old):
-        d.mkdir(parents=True)
-        (d / "adapter_model.safetensors").write_bytes(b"x")
     hours_ago = time.time() - 2 * 3600
-    os.utime(old / "adapter_model.safetensors", (hours_ago, hours_ago))
+    staged = {}
+    for name in ("young", "old"):  # two killed local publishes: a record, then a staging directory
+        rid = f"{name}{journal.new_id()[:8]}"
+        record = journal.begin(store, journal.Record(rid, f"adapters/{name}/v1", ["adapter_model.safetensors"],
+                                                     staging=f".staging/{rid}"))
+        staged[name] = tmp_path / "store" / ".staging" / rid
+        staged[name].mkdir(parents=True)
+        (staged[name] / "adapter_model.safetensors").write_bytes(b"x")
+        if name == "old":
+            for path in (record, staged[name] / "adapter_model.safetensors"):
+                os.utime(path, (hours_ago, hours_ago))
+    young, old = staged["young"], staged["old"]
     dry = CliRunner().invoke(app, ["store", "clean", "--dry-run", "--uri", store.uri])
-    assert dry.exit_code == 0 and ".staging/old" in dry.output and ".staging/young" not in dry.output, dry.output
-    assert store.clean_uncommitted() == [".staging/old"]
+    assert dry.exit_code == 0 and f".staging/{old.name}" in dry.output and young.name not in dry.output, dry.output
+    assert store.clean_uncommitted() == [f".staging/{old.name}"]
     assert young.is_dir() and not old.exists() and (tmp_path / "store" / "adapters/a/v1" / MANIFEST).is_file()
-    assert store.clean_uncommitted(min_age_s=0) == [".staging/young"]
+    assert store.clean_uncommitted(min_age_s=0) == [f".staging/{young.name}"]
+    assert not any((tmp_path / "store" / ".pending").iterdir())  # the records went with what they named

@@ -53,13 +53,91 @@ def test_a_new_or_empty_root_is_an_empty_store_and_publish_marks_it(tmp_path):
         store.publish(tmp_path / "src", "_lorasoup_store.json")
 
 
-def test_a_local_store_from_an_older_version_is_still_recognised(tmp_path):
+def _aged(root, rel: str, text: str = "mine", hours: float = 3) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+def test_a_directory_holding_files_is_never_adopted(tmp_path):
+    mine = tmp_path / "mine"
+    for rel in ("docs/notes.txt", "photo.jpg"):
+        _aged(mine, rel)
+    (mine / ".staging").mkdir()  # a staging directory alone does not make a store (older versions said so)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.txt").write_text("x")
+    store = ArtifactStore(mine.as_uri())
+    with pytest.raises(StoreError, match=r"is not a lorasoup artifact store .* is not empty") as err:
+        store.publish(tmp_path / "src", "reports/r1")
+    assert str(mine) in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")) == [
+        ".staging", "docs", "docs/notes.txt", "photo.jpg"]  # nothing written, nothing removed
+    result = runner.invoke(app, ["clean", "--min-age", "0", "--uri", mine.as_uri()])
+    assert result.exit_code == 2 and "not a lorasoup artifact store" in result.output, result.output
+    assert (mine / "docs" / "notes.txt").read_text() == "mine" and (mine / "photo.jpg").is_file()
+
+
+def test_clean_removes_only_what_the_store_recorded(tmp_path):
+    """Files put into a store's root by anyone else (however old, whatever their names: a key's directory
+    with no manifest, a staging directory) are not the store's: clean lists and removes none of them."""
+    root = tmp_path / "store"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.txt").write_text("x")
+    store = ArtifactStore(root.as_uri())
+    store.publish(tmp_path / "src", "reports/r1")
+    foreign = ["docs/notes.txt", "photo.jpg", "adapters/base/task/abc/adapter_model.safetensors",
+               ".staging/0123456789abcdef/f.txt", "reports/r1/extra.txt"]
+    for rel in foreign:
+        _aged(root, rel)
+    dry = runner.invoke(app, ["clean", "--dry-run", "--min-age", "0", "--uri", store.uri])
+    assert dry.exit_code == 0 and dry.output.strip() == "0 leftover(s) found", dry.output
+    result = runner.invoke(app, ["clean", "--min-age", "0", "--uri", store.uri])
+    assert result.exit_code == 0 and result.output.strip() == "0 leftover(s) removed", result.output
+    assert all((root / rel).read_text() == "mine" for rel in foreign)
+    assert store.list() == ["reports/r1"] and store.download("reports/r1", tmp_path / "dl")
+
+
+def test_a_store_at_the_home_never_touches_its_tracking_database(tmp_path, monkeypatch):
+    """The store root is LORASOUP_HOME itself, marked by an older version, the database hours old: clean
+    leaves the database (and its registered versions) alone."""
+    from mlflow.tracking import MlflowClient
+
+    home = tmp_path / "home"
+    home.mkdir()
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("lorasoup.tiny.add")
+    (home / "_lorasoup_store.json").write_text('{"lorasoup": "artifact store", "layout": 1}')
+    _aged(home, "work/trained/x/adapter_config.json")
+    then = time.time() - 3 * 3600
+    for path in home.rglob("*"):
+        os.utime(path, (then, then))
+    digest = (home / "mlflow.db").read_bytes()
+    result = runner.invoke(app, ["clean", "--min-age", "0", "--uri", home.as_uri()])
+    assert result.exit_code == 0 and result.output.strip() == "0 leftover(s) removed", result.output
+    assert (home / "mlflow.db").read_bytes() == digest and (home / "work/trained/x/adapter_config.json").is_file()
+    assert [m.name for m in MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()] == [
+        "lorasoup.tiny.add"]
+
+
+def test_a_store_made_before_the_marker_is_adopted_only_when_asked(tmp_path):
     store = ArtifactStore((tmp_path / "store").as_uri())
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f.txt").write_text("x")
     store.publish(tmp_path / "src", "reports/r1")
-    (tmp_path / "store" / "_lorasoup_store.json").unlink()  # older stores had only .staging/
+    (tmp_path / "store" / "_lorasoup_store.json").unlink()  # as stores made before the marker existed
+    with pytest.raises(StoreError, match="lorasoup store adopt"):
+        store.list()
+    result = runner.invoke(app, ["adopt", "--uri", store.uri])
+    assert result.exit_code == 0 and "reports/r1" in result.output, result.output
     assert store.list() == ["reports/r1"]
+    plain = tmp_path / "plain"
+    _aged(plain, "notes.txt")
+    result = runner.invoke(app, ["adopt", "--uri", plain.as_uri()])  # no committed artifact: not a store
+    assert result.exit_code == 2 and "no committed artifact" in result.output, result.output
+    assert not (plain / "_lorasoup_store.json").exists()
 
 
 def test_a_missing_bucket_is_an_error_naming_it(moto_server, s3_bucket):
