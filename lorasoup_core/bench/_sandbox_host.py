@@ -28,8 +28,10 @@ STAGE_SOURCE = (_HERE / "_sandbox_stage.py").read_text()
 # daemon sockets); the Python installation is re-exposed inside them.
 _HIDE_DIRS = ("/root", "/home", "/tmp", "/var/tmp", "/dev/shm", "/run", "/mnt", "/media", "/srv")
 _HIDE_FILES = ("/etc/passwd", "/etc/group")
-# World-writable places a setuid-mode program can reach; what its fresh uid leaves there is removed.
+# World-writable places a setuid-mode program can reach (with TMPDIR and their world-writable
+# subdirectories): what its fresh uid owns there counts against the disk cap and is removed after.
 _SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_SHARED_RESCAN_S = 30.0  # the walk finding their world-writable subdirectories is cached this long
 _STAGE_SKIP = frozenset({"site-packages", "test"})  # not needed to run the stdlib; large
 
 
@@ -234,10 +236,39 @@ def others_can_read(path: str) -> bool:
 # ----------------------------------------------------------------- disk bounds without a tmpfs
 
 
-def tree_over(path: str, max_bytes: int, max_entries: int) -> bool:
-    """Whether the tree under ``path`` holds more than ``max_bytes`` (allocated) or ``max_entries``
-    entries; never follows links and stops counting once over."""
-    total, entries, stack = 0, 0, [path]
+def disk_over(workdir: str, max_bytes: int, max_entries: int, uid: int | None = None,
+              shared: tuple[str, ...] = ()) -> bool:  # fmt: skip
+    """Whether the run's directory plus what ``uid`` owns in the ``shared`` directories holds more than
+    ``max_bytes`` (allocated) or ``max_entries`` entries; never follows links, stops once over."""
+    budget = [max_bytes, max_entries]
+    if _tree_over(workdir, budget):
+        return True
+    for directory in shared if uid is not None else ():
+        try:
+            listing = os.scandir(directory)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_uid != uid or entry.path == workdir:
+                    continue
+                if _charge(budget, st) or (stat.S_ISDIR(st.st_mode) and _tree_over(entry.path, budget)):
+                    return True
+    return False
+
+
+def _charge(budget: list[int], st: os.stat_result) -> bool:
+    budget[0] -= st.st_blocks * 512
+    budget[1] -= 1
+    return budget[0] < 0 or budget[1] < 0
+
+
+def _tree_over(path: str, budget: list[int]) -> bool:
+    stack = [path]
     while stack:
         try:
             listing = os.scandir(stack.pop())
@@ -245,17 +276,57 @@ def tree_over(path: str, max_bytes: int, max_entries: int) -> bool:
             continue
         with listing:
             for entry in listing:
-                entries += 1
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                total += st.st_blocks * 512
-                if entries > max_entries or total > max_bytes:
+                if _charge(budget, st):
                     return True
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(entry.path)
     return False
+
+
+_shared_lock = threading.Lock()
+_shared_found: tuple[float, tuple[str, ...]] | None = None
+
+
+def shared_writable_dirs(skip_owners: range) -> tuple[str, ...]:
+    """The world-writable directories a fresh uid can reach at or under /tmp, /var/tmp, /dev/shm,
+    /run/lock and TMPDIR. Directories owned by ``skip_owners`` (other runs') are not walked."""
+    global _shared_found
+    with _shared_lock:
+        if _shared_found is None or time.monotonic() - _shared_found[0] > _SHARED_RESCAN_S:
+            roots = {os.path.realpath(d) for d in (*_SHARED_WRITABLE, tempfile.gettempdir())}
+            _shared_found = (time.monotonic(), _world_writable(sorted(roots), skip_owners))
+        return _shared_found[1]
+
+
+def _world_writable(roots: list[str], skip_owners: range) -> tuple[str, ...]:
+    found, seen = [], set()
+    stack = [r for r in roots if os.path.isdir(r)]  # one the uid cannot enter just holds nothing of it
+    while stack:
+        directory = stack.pop()
+        try:
+            st = os.stat(directory)
+            listing = os.scandir(directory)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            listing.close()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if st.st_mode & stat.S_IWOTH:
+            found.append(directory)
+        with listing:
+            for entry in listing:
+                try:
+                    sub = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(sub.st_mode) and sub.st_mode & stat.S_IXOTH and sub.st_uid not in skip_owners:
+                    stack.append(entry.path)
+    return tuple(sorted(found))
 
 
 def kill_uid(uid: int, timeout_s: float = 1.0) -> None:
@@ -293,10 +364,10 @@ def _live_pids_of(uid: int) -> list[int]:
     return found
 
 
-def sweep_shared_dirs(uid: int) -> None:
-    """Remove what a finished setuid run left in world-writable directories: its uid is fresh and its
-    processes are dead, so whatever that uid owns there is the run's."""
-    for directory in {*_SHARED_WRITABLE, tempfile.gettempdir()}:
+def sweep_shared_dirs(uid: int, shared: tuple[str, ...]) -> None:
+    """Remove what a finished setuid run left in the ``shared`` world-writable directories: its uid is
+    fresh and its processes are dead, so whatever that uid owns there is the run's."""
+    for directory in shared:
         try:
             entries = list(os.scandir(directory))
         except OSError:

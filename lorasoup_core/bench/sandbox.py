@@ -1,28 +1,33 @@
 """Run model-generated Python (e.g. PAL ``def solution(): ...`` programs) outside the harness process.
 
-Every call starts a fresh ``python -I`` with an empty environment, a throwaway working directory
-and rlimits (CPU, address space, processes, file size, open files, no core dumps). On top of that,
-the strongest isolation the host allows is chosen once per process by probing:
+Every call starts a fresh ``python -I`` with an empty environment (HOME and TMPDIR name its
+directory), a throwaway working directory and rlimits (CPU, address space, processes, file size,
+open files, no core dumps). On top of that, the strongest isolation the host allows and
+``LORASOUP_SANDBOX`` accepts is chosen once per process by probing:
 
 ``namespace``  root with ``unshare``: new network namespace (no network at all), PID namespace
                (nothing survives the run), mount namespace hiding /root, /home, /tmp, /run, ...
                with every mount read-only except the working directory, a private tmpfs of
                ``max_disk_mb`` / ``max_files``; the program runs as a fresh unprivileged uid, so
-               RLIMIT_NPROC really applies.
-``setuid``     root without namespaces: the program runs as a fresh unprivileged uid (from a staged
-               copy of the interpreter when it lives in a private directory such as /root); its
-               directory's size is polled, and what the uid leaves in /tmp & co. is removed.
-``plain``      no isolation: the program runs with the harness's own privileges, guarded only by
-               rlimits and the in-process audit hook, which determined code can bypass. Used only
-               when ``LORASOUP_SANDBOX=plain-unsafe`` explicitly allows it (refused otherwise, also
-               when forced with ``_mode``), because it would run model-written code as this user,
-               or as root.
+               RLIMIT_NPROC really applies. Always accepted.
+``setuid``     root without namespaces, accepted with ``LORASOUP_SANDBOX=setuid``: the program runs
+               as a fresh unprivileged uid (from a staged copy of the interpreter when it lives in a
+               private directory such as /root) with the host's filesystem, network and /proc. What
+               that uid owns in its directory and in /tmp, /var/tmp, /dev/shm, /run/lock (and their
+               world-writable subdirectories) counts against ``max_disk_mb`` / ``max_files`` (polled;
+               the run is killed when over) and is removed afterwards.
+``plain``      no isolation, accepted with ``LORASOUP_SANDBOX=plain-unsafe``: the program runs with
+               the harness's own privileges (maybe root); only its directory counts against the cap.
 
-No isolating mode available and no opt-in: :class:`SandboxUnavailableError`, saying how to fix it.
+Anything else is refused, also a mode forced with ``_mode``: :class:`SandboxUnavailableError` says
+what each opt-in leaves unisolated; a fallback in use logs that once as a warning.
 
-In every mode the child installs guards (socket stubs and an audit hook refusing network, process
-creation and file access outside its directory; see ``_sandbox_child.py``) before running the code.
-Output is read with a cap and the result comes back on a separate pipe.
+In every mode the child installs guards before running the code (socket stubs, a block on modules
+that act past the audit hook such as sqlite3, readline and ctypes, and an audit hook refusing network,
+process creation and file access outside its directory; see ``_sandbox_child.py``). Audit hooks
+cannot stop determined code: the guards are a second layer behind namespaces (and the uid), and all
+there is against what the fallbacks leave unisolated. Output is read with a cap and the result comes
+back on a separate pipe.
 """
 
 from __future__ import annotations
@@ -57,15 +62,16 @@ _CHILD_SOURCE = (Path(__file__).resolve().parent / "_sandbox_child.py").read_tex
 _UID_BASE, _UID_SPAN = 700_000, 100_000
 _MAX_RESULT_BYTES = 1_000_000
 _DRAIN_S = 0.5  # how long to keep reading pipes after the child exited
-_WATCH_S = 0.05  # how often the directory of a run without a private tmpfs is measured
+_WATCH_S = 0.05  # how often (at most) the disk use of a run without a private tmpfs is measured
 _PROBE_CODE = "def solution():\n    return 1\n"
 _PROBE_LIMITS = _Limits(30.0, 10, 512, 64_000, 16, 1, 8, 64)
-MODES = ("namespace", "setuid", "plain")
-ENV_VAR, PLAIN_OPT_IN = "LORASOUP_SANDBOX", "plain-unsafe"
+MODES = ("namespace", "setuid", "plain")  # strongest first
+ENV_VAR, SETUID_OPT_IN, PLAIN_OPT_IN = "LORASOUP_SANDBOX", "setuid", "plain-unsafe"
+_OPT_IN = {"setuid": SETUID_OPT_IN, "plain": PLAIN_OPT_IN}  # the setting that accepts a fallback
 
 
 class SandboxUnavailableError(RuntimeError):
-    """No isolating mode works here and the unisolated plain mode was not explicitly allowed."""
+    """No mode that ``LORASOUP_SANDBOX`` accepts works here (the message says what the opt-ins leave open)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,9 @@ class SandboxResult:
     """The outcome of one sandboxed run.
 
     ``error`` is None when ok, else one of: "timeout" (wall clock), "cpu_limit", "memory",
-    "output_limit", "disk_limit" (directory over max_disk_mb / max_files where no tmpfs bounds it;
-    in namespace mode a full disk is the program's own "exception: OSError: [Errno 28] ..."),
+    "output_limit", "disk_limit" (the directory, in setuid mode with the uid's files in /tmp & co.,
+    over max_disk_mb / max_files where no tmpfs bounds it; in namespace mode a full disk is the
+    program's own "exception: OSError: [Errno 28] ..."),
     "killed[: SIGNAME]", "exit: code N" (SystemExit), "exception: Type: message",
     "missing_entry: ...", "no_result[: exit code N]", "protocol: ...", "setup: ...".
     ``wall_s`` is the whole run: start, execution, and the teardown of what it left (a killed PID
@@ -108,15 +115,17 @@ def run_untrusted(
     """Execute ``code`` in a sandboxed subprocess and return ``entry()``'s value (None: just run it).
 
     Never raises for anything the code does; failures come back as ``ok=False`` with ``error`` set.
-    Raises :class:`SandboxUnavailableError` where it would have to run the code unisolated.
+    Raises :class:`SandboxUnavailableError` where no mode that ``LORASOUP_SANDBOX`` accepts works.
     ``_mode`` and ``_guards`` exist for tests only (force an isolation mode; check the OS layers
     without the in-process guards).
     """
     mode = _mode or sandbox_mode()
     if mode not in MODES:
         raise ValueError(f"unknown sandbox mode {mode!r}; known: {', '.join(MODES)}")
-    if mode == "plain" and not _plain_allowed():  # also when forced: plain is never the default
-        raise SandboxUnavailableError(_refusal({"plain": f"forced without {ENV_VAR}={PLAIN_OPT_IN}"}))
+    if MODES.index(mode) > _weakest_accepted():  # also when forced: a fallback is never the default
+        raise SandboxUnavailableError(_refusal({mode: f"forced without {ENV_VAR}={_OPT_IN[mode]}"}))
+    if mode != "namespace":
+        _warn_once(mode, {})
     limits = _Limits(
         timeout_s, cpu_s, memory_mb, max_output_bytes, max_procs, max_file_mb, max_disk_mb, max_files
     )
@@ -132,47 +141,65 @@ def run_many(codes: Sequence[str], workers: int = 2, **kwargs: Any) -> list[Sand
 
 _mode_lock = threading.Lock()
 _probed: dict[str, str | None] = {}  # isolating mode -> None when it works here, else why not
-_plain_warned = False
+_warned: set[str] = set()
 
 
 def sandbox_mode() -> str:
-    """The strongest isolation mode that works here (probed once per process, then cached).
-
-    "plain" only when no isolating mode works and ``LORASOUP_SANDBOX=plain-unsafe`` allows it; else
-    :class:`SandboxUnavailableError`.
-    """
-    global _plain_warned
-    allow_plain = _plain_allowed()
+    """The strongest isolation mode that works here and ``LORASOUP_SANDBOX`` accepts (probed once per
+    process, then cached); :class:`SandboxUnavailableError` when there is none."""
+    weakest = _weakest_accepted()
     why_not: dict[str, str] = {}
     with _mode_lock:
         if os.geteuid() != 0:
-            why_not["namespace, setuid"] = (
-                "not running as root (both start as root, then drop to a fresh uid)"
-            )
+            why_not["namespace, setuid"] = "not root (both start as root, then drop to a fresh uid)"
         elif not _unshare_available():
             why_not["namespace"] = "no util-linux `unshare` on PATH"
         for mode in _isolating_candidates():
+            if MODES.index(mode) > weakest:
+                why_not[mode] = f"not accepted without {ENV_VAR}={_OPT_IN[mode]}"
+                break
             if mode not in _probed:
                 _probed[mode] = _probe(mode)
-                if _probed[mode] is None and why_not:
-                    log.warning("sandbox: using %r isolation (%s)", mode, _describe(why_not))
             if _probed[mode] is None:
+                if mode != "namespace":
+                    _warn_once(mode, why_not)
                 return mode
             why_not[mode] = _probed[mode]
-        if not allow_plain:
+        if weakest < MODES.index("plain"):
             raise SandboxUnavailableError(_refusal(why_not))
-        if not _plain_warned:
-            _plain_warned = True
-            log.warning("sandbox: running model-written code UNISOLATED as uid %d (%s=%s; %s)",
-                        os.geteuid(), ENV_VAR, PLAIN_OPT_IN, _describe(why_not))  # fmt: skip
+        _warn_once("plain", why_not)
         return "plain"
 
 
-def _plain_allowed() -> bool:
+def _weakest_accepted() -> int:
+    """The index in MODES of the weakest mode ``LORASOUP_SANDBOX`` accepts."""
     value = os.environ.get(ENV_VAR, "").strip()
-    if value not in ("", "auto", PLAIN_OPT_IN):
-        raise ValueError(f"{ENV_VAR}={value!r}: expected 'auto' (the default) or {PLAIN_OPT_IN!r}")
-    return value == PLAIN_OPT_IN
+    accepted = {"": "namespace", "auto": "namespace", SETUID_OPT_IN: "setuid", PLAIN_OPT_IN: "plain"}
+    if value not in accepted:
+        raise ValueError(f"{ENV_VAR}={value!r}: expected 'auto' (the default: namespaces only), "
+                         f"{SETUID_OPT_IN!r} or {PLAIN_OPT_IN!r}")  # fmt: skip
+    return MODES.index(accepted[value])
+
+
+def _not_isolated(mode: str) -> str:
+    """What a fallback mode leaves to the in-process guards alone (which determined code can bypass)."""
+    if mode == "setuid":
+        return ("it runs as a fresh unprivileged uid without namespaces: the network, files any user may read, "
+                "/proc, and world-writable files and directories are kept from it only by in-process guards "
+                "that determined code can bypass; its files in /tmp, /var/tmp, /dev/shm, /run/lock and their "
+                "world-writable subdirectories count against max_disk_mb and are removed after the run, those "
+                "elsewhere are bounded only per file by max_file_mb")  # fmt: skip
+    return (f"nothing is isolated: it runs as uid {os.geteuid()}, kept from this user's files, network and "
+            "processes only by in-process guards that determined code can bypass; only its own directory "
+            "counts against max_disk_mb")  # fmt: skip
+
+
+def _warn_once(mode: str, why_not: dict[str, str]) -> None:
+    if mode not in _warned:
+        _warned.add(mode)
+        why = f"; {_describe(why_not)}" if why_not else ""
+        log.warning("sandbox: running model-written code in %r mode (%s=%s%s): %s",
+                    mode, ENV_VAR, os.environ.get(ENV_VAR, ""), why, _not_isolated(mode))  # fmt: skip
 
 
 def _unshare_available() -> bool:
@@ -200,19 +227,18 @@ def _describe(why_not: dict[str, str]) -> str:
 
 
 def _refusal(why_not: dict[str, str]) -> str:
-    who = "as root" if os.geteuid() == 0 else f"as uid {os.geteuid()}"
-    return (f"sandbox: refusing to run model-written code without isolation ({_describe(why_not)}). "
-            "To isolate it, run as root: with util-linux `unshare` and mount/PID/network namespaces "
-            "allowed (namespace mode; in a container, e.g. CAP_SYS_ADMIN and no seccomp block on "
-            "unshare), or with setuid/setgid allowed (setuid mode). To run it anyway without isolation "
-            f"({who}, behind an audit hook the code can bypass), set {ENV_VAR}={PLAIN_OPT_IN}.")  # fmt: skip
+    return (f"sandbox: refusing to run model-written code: no mode {ENV_VAR} accepts works here ({_describe(why_not)}). "
+            "Full isolation needs root with util-linux `unshare` and mount/PID/network namespaces allowed (in a "
+            "container, e.g. CAP_SYS_ADMIN and no seccomp block on unshare). To accept less, set "
+            f"{ENV_VAR}={SETUID_OPT_IN} (as root; {_not_isolated('setuid')}) or {ENV_VAR}={PLAIN_OPT_IN} "
+            f"(also without root; {_not_isolated('plain')}).")  # fmt: skip
 
 
 def _execute(code: str, entry: str | None, mode: str, limits: _Limits, *, guards: bool) -> SandboxResult:
     start = time.monotonic()
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="lorasoup-sbx-"))
     result_r, result_w = os.pipe()
-    proc = None
+    proc, shared = None, ()
     try:
         code_path = os.path.join(workdir, "program.py")
         with open(code_path, "w", encoding="utf-8") as f:
@@ -225,13 +251,14 @@ def _execute(code: str, entry: str | None, mode: str, limits: _Limits, *, guards
                 interpreter = host.unprivileged_interpreter()
                 executable, env, site_dirs = interpreter.executable, interpreter.env, interpreter.site_dirs
                 os.chown(workdir, uid, uid)
+                shared = host.shared_writable_dirs(range(_UID_BASE, _UID_BASE + _UID_SPAN))
             child_argv = [executable, "-I", "-u", "-X", "utf8", "-c", _CHILD_SOURCE, str(result_w), code_path,
                           entry or "", "1" if guards else "0", json.dumps(list(site_dirs))]  # fmt: skip
             if mode == "namespace":  # the stage mounts a size-limited tmpfs on workdir
                 argv = host.namespace_argv(child_argv, workdir, code_path, uid, result_w, limits)
-            else:  # the directory is on the host's disk: measure it while the program runs
+            else:  # on the host's disk: measure the directory (and the uid's files in /tmp & co.)
                 argv, max_bytes = child_argv, limits.max_disk_mb * 2**20
-                watch = lambda: host.tree_over(workdir, max_bytes, limits.max_files)  # noqa: E731
+                watch = lambda: host.disk_over(workdir, max_bytes, limits.max_files, uid, shared)  # noqa: E731
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -266,7 +293,7 @@ def _execute(code: str, entry: str | None, mode: str, limits: _Limits, *, guards
                 os.close(fd)
         _remove_tree(workdir)
         if mode == "setuid" and proc is not None:  # then what it left in /tmp & co.
-            host.sweep_shared_dirs(uid)
+            host.sweep_shared_dirs(uid, shared)
 
 
 def _collect(proc: subprocess.Popen, result_fd: int, deadline: float, limits: _Limits,
@@ -286,15 +313,19 @@ def _collect(proc: subprocess.Popen, result_fd: int, deadline: float, limits: _L
             if exited_at is None and _has_exited(proc.pid):
                 exited_at = now
                 _kill_group(proc.pid)  # stragglers that still hold the pipes open
+                if over_disk is not None and over_disk():  # finished over the cap between two polls
+                    reason = "disk_limit"
+                    break
             until = deadline if exited_at is None else min(deadline, exited_at + _DRAIN_S)
             if now >= until:
                 reason = "timeout" if exited_at is None else None
                 break
             if over_disk is not None and exited_at is None and now >= next_watch:
-                next_watch = now + _WATCH_S
                 if over_disk():
                     reason = "disk_limit"
                     break
+                # a big /tmp makes a scan slow: keep scanning to at most a tenth of the time
+                next_watch = time.monotonic() + max(_WATCH_S, 9 * (time.monotonic() - now))
             for key, _ in selector.select(timeout=min(0.05, until - now)):
                 chunk = os.read(key.fd, 65536)
                 if not chunk:

@@ -202,10 +202,14 @@ def test_huge_output_is_capped():
     assert sandbox_processes() == []
 
 
-def test_environment_is_empty(monkeypatch):
+def test_environment_is_empty_but_for_scratch_dirs(monkeypatch):
+    """Nothing of the harness's environment; HOME and the temp dirs name the sandbox directory."""
     monkeypatch.setenv("LORASOUP_FAKE_SECRET", "hunter2-77c1")
-    r = run_untrusted("import os\nprint(os.environ)\ndef solution():\n    return dict(os.environ)\n")
-    assert r.ok and r.value == {}
+    r = run_untrusted("import os\nprint(os.environ)\ndef solution():\n    return [dict(os.environ), os.getcwd()]\n",
+                      entry="solution")  # fmt: skip
+    assert r.ok
+    env, cwd = r.value
+    assert env == dict.fromkeys(("HOME", "TMPDIR", "TMP", "TEMP"), cwd)
     assert no_leak(r, "hunter2-77c1")
 
 
