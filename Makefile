@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export AWS_EC2_METADATA_DISABLED ?= true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-kernels lint clean gpu-check gpu-wheels
 
 install: $(STAMP)
 
@@ -31,6 +31,35 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The float-sensitive modules once per CPU kernel setting, each varied alone from the default: torch's
+# kernels (ATEN_CPU_CAPABILITY), MKL's code path (MKL_CBWR, chosen by CPU vendor otherwise) and one thread.
+# A test that passes only by one CPU's rounding fails here on the machine you have.
+KERNEL_TESTS ?= tests/lorasoup_core/compose tests/lorasoup_core/adapters tests/lorasoup_core/bench \
+	tests/lorasoup_core/experiment tests/lorasoup_core/selection tests/lorasoup_core/models
+KERNEL_SETTINGS ?= ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 \
+	OMP_NUM_THREADS=1
+test-kernels: install
+	@failed=""; for setting in $(KERNEL_SETTINGS); do \
+	  echo "== $$setting"; \
+	  out=$$(env $$setting $(BIN)/python -m pytest -q -p no:cacheprovider -o addopts="-ra" $(KERNEL_TESTS) 2>&1); \
+	  rc=$$?; echo "$$out" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -n 20; \
+	  [ $$rc -eq 0 ] || failed="$$failed $$setting"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed under:$$failed"; exit 1; fi; echo "all settings passed"
+
+# GPU numbers (benchmarks/gpu_check.py, JSON lines): the full run on a CUDA machine, else the same script
+# at toy sizes on CPU. GPU_CHECK_FLAGS adds flags, e.g. GPU_CHECK_FLAGS="--sections correctness --out DIR".
+gpu-check: install
+	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  PYTHON=$(BIN)/python benchmarks/gpu_check.sh $(GPU_CHECK_FLAGS); \
+	else \
+	  PYTHON=$(BIN)/python benchmarks/gpu_check.sh --quick --device cpu $(GPU_CHECK_FLAGS); \
+	fi
+
+# .whl/: the wheels the GPU image lacks (CPython 3.12) and SmolLM2's tokenizer, to carry to a GPU machine.
+gpu-wheels: install
+	PYTHON=$(BIN)/python benchmarks/gpu_wheels.sh
 
 lint: install
 	$(BIN)/ruff check lorasoup_core tasks flows tests benchmarks

@@ -89,11 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--task", default="skills:add")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--repeats", type=int, default=20, help="plain forwards timed")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
-    base = load_model(args.model, device=args.device)
+    base = load_model(args.model, device=args.device, dtype=args.dtype)
     task = load_task(args.task)
     shots = task.train[: args.shots]
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model, "candidates": args.candidates, "pool": args.pool or args.candidates,
         "population": args.population, "budget": args.budget, "formula": args.formula, "rank": args.rank,
         "batch_shape": list(batch["input_ids"].shape), "device": str(base.device),
+        "dtype": str(base.dtype).removeprefix("torch."), "optimizer": args.optimizer,
         "threads": torch.get_num_threads(),
         "step_s": step_s, "objective_only_s": statistics.median(comp.diagnostics["objective_seconds"]),
         "engine_modes": sorted(set(comp.diagnostics["engine"].values())), "forward_s": forward_s, "overhead_ratio": step_s / forward_s,

@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/lorahub_parity.py --json
     .venv/bin/python benchmarks/lorahub_parity.py --d-model 64 --layers 2 --candidates 4 --json   (a quick check)
+    python3 benchmarks/lorahub_parity.py --device cuda --dtype bfloat16 --d-model 1024 --layers 24 --json
+
+`--device`/`--dtype` put both sides on that device in that dtype (default: CPU, fp32); `--workdir` keeps the
+written model and adapters there and reuses them when their shape matches (default: a temp dir).
 
 A T5 built from a config (default d_model 512, 6 encoder + 6 decoder layers, byte tokenizer) is saved to a
 temp dir with `--candidates` rank-`--rank` LoRAs on q and v (random factors through PEFT). Both sides then
@@ -24,6 +28,8 @@ than 1e-6 apart), and the speedup (reference / preset).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import tempfile
 import time
@@ -57,25 +63,51 @@ def write_model_and_adapters(root: Path, d_model: int, layers: int, n: int, rank
     return [c.path for c in write_pool(base, n, rank, root, scale=0.3)]
 
 
-def reference_run(base_dir: Path, adapters: list[Path], prompts, targets, budget: int, seed: int):
+@contextlib.contextmanager
+def _synced_state_loads(device: str):
+    """On CUDA the reference's rebuild and load run asynchronously, so its rebuild clock would stop before
+    the work ends and the forward's clock would absorb it: wait for them to finish before the clock reads."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    import peft.utils
+
+    original = peft.utils.set_peft_model_state_dict
+
+    def synced(*args, **kwargs):
+        out = original(*args, **kwargs)
+        torch.cuda.synchronize()
+        return out
+
+    peft.utils.set_peft_model_state_dict = synced  # the reference imports it from peft.utils per call
+    try:
+        yield
+    finally:
+        peft.utils.set_peft_model_state_dict = original
+
+
+def reference_run(base_dir: Path, adapters: list[Path], prompts, targets, budget: int, seed: int,
+                  device: str = "cpu", dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     start = time.perf_counter()
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(base_dir)).eval()
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(base_dir), dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    batch = encode("seq2seq", tokenizer, prompts, targets, 2048)
+    batch = {k: v.to(device) for k, v in encode("seq2seq", tokenizer, prompts, targets, 2048).items()}
     ref = ReferenceLoraHub(model, adapters, batch, len(prompts))
     loaded = time.perf_counter()
-    weights, evaluated, values = ref.search(budget=budget, seed=seed)
+    with _synced_state_loads(device):
+        weights, evaluated, values = ref.search(budget=budget, seed=seed)
     final = ref.objective(weights)
     return {"s": time.perf_counter() - start, "load_s": loaded - start, "objective": final, "weights": weights,
             "evaluated": np.asarray(evaluated), "values": np.asarray(values), "ref": ref}
 
 
-def preset_run(base_dir: Path, adapters: list[Path], task, shots, budget: int, seed: int, mode: str = "auto"):
+def preset_run(base_dir: Path, adapters: list[Path], task, shots, budget: int, seed: int, mode: str = "auto",
+               device: str = "cpu", dtype: str = "float32"):
 
     start = time.perf_counter()
-    base = load_model(str(base_dir), device="cpu", dtype="float32")
+    base = load_model(str(base_dir), device=device, dtype=dtype)
     loaded = time.perf_counter()
     cands = [Candidate(p.name, p) for p in adapters]
     comp = compose("lorahub", base, cands, task, shots, {"budget": budget, "engine_mode": mode}, seed=seed)
@@ -108,21 +140,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=1, help="searches per side (seeds seed, seed+1, ...); NGOpt's COBYLA is deterministic, other optimizers are not")
     ap.add_argument("--engine-mode", default="auto", choices=["auto", "dense", "lowrank"],
                     help="how the preset applies a composition (lowrank adds x A^T B^T as PEFT's layers do)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (both sides)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both sides' dtype")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="write the model and adapters here and reuse them when their shape matches")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    on = {"device": args.device, "dtype": args.dtype}
     task = load_task(args.task)
     shots = task.train[: args.shots]
     prompts, targets = [task.prompt(s) for s in shots], [s.target for s in shots]
     per_seed = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        adapters = write_model_and_adapters(root, args.d_model, args.layers, args.candidates, args.rank)
-        preset_run(root / "base", adapters[:2], task, shots, 2, args.seed)  # warm-up: imports, kernels
+    with contextlib.ExitStack() as cleanup:
+        root = args.workdir or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        adapters = _model_and_adapters(root, args)
+        preset_run(root / "base", adapters[:2], task, shots, 2, args.seed, **on)  # warm-up: imports, kernels
         for seed in range(args.seed, args.seed + args.seeds):
-            ref = reference_run(root / "base", adapters, prompts, targets, args.budget, seed)
-            ours = preset_run(root / "base", adapters, task, shots, args.budget, seed, args.engine_mode)
+            ref = reference_run(root / "base", adapters, prompts, targets, args.budget, seed, args.device,
+                                getattr(torch, args.dtype))
+            ours = preset_run(root / "base", adapters, task, shots, args.budget, seed, args.engine_mode, **on)
             # both objectives at the reference's evaluated points and at the preset's recommendation
             at_ref_points = ours["objective_at"](ref["evaluated"])
             split = np.abs(ref["evaluated"] - ours["evaluated"]).max(1) > 1e-6
@@ -142,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "d_model": args.d_model, "layers": args.layers, "candidates": args.candidates, "rank": args.rank,
         "budget": args.budget, "shots": args.shots, "threads": torch.get_num_threads(),
+        "device": args.device, "dtype": args.dtype,
         "engine_mode": args.engine_mode, "seeds": args.seeds,
         # wall time: the mean over seeds
         "reference_s": round(mean("reference_s"), 3), "preset_s": round(mean("preset_s"), 3),
@@ -164,6 +203,18 @@ def main(argv: list[str] | None = None) -> dict:
                                 for r in per_seed],
     }
     return emit(result, args.json)
+
+
+def _model_and_adapters(root: Path, args) -> list[Path]:
+    """The base and adapters under `root`: reused when an earlier run wrote the same shape there."""
+    shape = {k: getattr(args, k) for k in ("d_model", "layers", "candidates", "rank")}
+    stamp = root / "shape.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == shape:
+        return sorted(p for p in root.glob("adapter*") if p.is_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    adapters = write_model_and_adapters(root, args.d_model, args.layers, args.candidates, args.rank)
+    stamp.write_text(json.dumps(shape))
+    return adapters
 
 
 if __name__ == "__main__":
