@@ -7,8 +7,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_WHERE = {"CARD_FILE": "card", "AdapterCard": "card", "slug": "card", "TrainingConfig": "config",
-          "embed_texts": "embed", "task_embedding": "embed", "UnsupportedAdapter": "factors",
+_WHERE = {"CARD_FILE": "card", "AdapterCard": "card", "slug": "card", "slug_clash": "card", "TrainingConfig": "config",
+          "embed_texts": "embed", "task_embedding": "embed", "MAX_ABS_WEIGHT": "factors", "UnsupportedAdapter": "factors",
           "read_lora_factors": "factors", "mix_tasks": "mix", "TrainingError": "train", "train_lora": "train",
           "validation_loss": "train"}
 

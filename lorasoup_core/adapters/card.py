@@ -7,8 +7,10 @@ directory stays loadable by ``PeftModel.from_pretrained`` without lorasoup.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,8 +20,23 @@ CARD_FILE = "lorasoup_card.json"
 
 
 def slug(text: str) -> str:
-    """A name safe for store keys and registry names ("HuggingFaceTB/SmolLM2" -> "HuggingFaceTB-SmolLM2")."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:80] or "x"
+    """A name safe for paths, store keys and registry names ("HuggingFaceTB/SmolLM2" -> "HuggingFaceTB-SmolLM2"):
+    only [A-Za-z0-9_.-], never starting with "." or "-", so never "..", a separator or an absolute path.
+    A name with no safe character ("привет", "///") gets `x-<sha256 prefix>`: two such names stay apart."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:80] or \
+        f"x-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
+def slug_clash(names: Iterable[str]) -> str | None:
+    """One line naming the first two different names with the same slug (one registry name, one work
+    directory: their adapters would overwrite each other), or None."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(slug(name), name)
+        if other != name:
+            return (f"{other!r} and {name!r} both become the name {slug(name)!r} in paths and the registry; "
+                    "rename one of them")
+    return None
 
 
 class AdapterCard(BaseModel):

@@ -47,7 +47,13 @@ class TrainingConfig(StrictModel):
         return self.steps
 
     def targets_for(self, model: Any) -> list[str]:
-        """The configured targets, or the family default; a clear error when they name no Linear module."""
+        """The configured targets, or the family default; a clear error when they name no Linear module, or
+        when `rank` is above what the smallest adapted layer can use."""
+        targets = self._targets(model)
+        self._check_rank(model, targets)
+        return targets
+
+    def _targets(self, model: Any) -> list[str]:
         import torch
 
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
@@ -65,3 +71,17 @@ class TrainingConfig(StrictModel):
                 return guess
         raise ValueError(f"no default LoRA targets for model type {model_type!r}; set target_modules to some of: "
                          f"{', '.join(linear)}")
+
+    def _check_rank(self, model: Any, targets: list[str]) -> None:
+        """B @ A of a layer with `in` inputs and `out` outputs has rank at most min(in, out): a larger r adds
+        nothing but memory (r = 1e8 asks the allocator for terabytes), so it is refused before allocating."""
+        import torch
+
+        sizes = {(n.rsplit(".", 1)[-1], m.in_features, m.out_features) for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets}
+        if not sizes:
+            return
+        name, n_in, n_out = min(sizes, key=lambda s: (min(s[1], s[2]), s[0]))
+        if self.rank > min(n_in, n_out):
+            raise ValueError(f"rank {self.rank} is above {min(n_in, n_out)}, the most a LoRA on {name} "
+                             f"({n_in} in, {n_out} out features) can use; set rank to at most {min(n_in, n_out)}")

@@ -23,6 +23,9 @@ _KEY = re.compile(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight")  # PEFT saves withou
 # LoRA variants whose forward is still scaling * B @ A (VeLoRA only changes the backward pass).
 _SAME_FORWARD_VARIANTS = {"velora_config"}
 PLAIN = "lorasoup composes plain LoRA only (the update scaling * B @ A on Linear layers)"
+# A LoRA factor entry beyond this is refused, at import and during training: trained factors are O(1), and
+# 1e4 already makes an update beyond float16's range once multiplied with its partner.
+MAX_ABS_WEIGHT = 1e4
 
 
 class UnsupportedAdapter(ValueError):

@@ -2,7 +2,8 @@
 
 The examples are tokenised once up front (``data.prompts.encode``) and kept on the device; a batch
 is a row index plus a trim to its longest real sequence, so no per-step tokenisation or sorting.
-The training loop syncs with the device only every ``LOG_EVERY`` steps (loss check + progress bar).
+The training loop syncs with the device only every ``LOG_EVERY`` steps (loss and weight checks, progress
+bar): one read-back carries the step losses and the largest |w| of every LoRA factor.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from lorasoup_core import interrupt
 from lorasoup_core.adapters.card import AdapterCard
 from lorasoup_core.adapters.config import TrainingConfig
 from lorasoup_core.adapters.embed import task_embedding
+from lorasoup_core.adapters.factors import MAX_ABS_WEIGHT, PREFIX
 from lorasoup_core.data import DataError, Example, Task
 from lorasoup_core.data.prompts import IGNORE, encode, per_example_loss
 from lorasoup_core.models import LoadedModel
 
-LOG_EVERY = 10  # steps between device syncs (NaN check, progress bar)
+LOG_EVERY = 10  # steps between device syncs (loss and weight checks, progress bar)
 TRAIN_LOSS_LAST = 10  # train_loss metric: mean of the last N step losses
 LOSS_CURVE_POINTS = 200
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN or infinite loss); names the task and the step."""
+    """Training cannot go on (a NaN or infinite loss, diverged LoRA weights); names the task and the step."""
 
 
 @dataclass
@@ -105,10 +107,12 @@ def train_lora(base: LoadedModel, task: Task, config: TrainingConfig, out_dir: s
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
-    if not task.train:
-        raise DataError(f"task {task.name!r} has no train examples")
+    check_train_data(task)
     model = base.model
-    targets = config.targets_for(model)
+    try:
+        targets = config.targets_for(model)
+    except ValueError as err:
+        raise ValueError(f"task {task.name!r}: {err}") from None
     train_enc = encode_examples(base, task, task.train, config.max_length)
     val_enc = encode_examples(base, task, task.validation[: config.max_validation], config.max_length)
     val_base = validation_loss(model, val_enc, config.eval_batch_size)
@@ -145,11 +149,39 @@ def train_lora(base: LoadedModel, task: Task, config: TrainingConfig, out_dir: s
     return card
 
 
+def check_train_data(task: Task) -> None:
+    """Refuse a task with nothing to learn: no train examples (saying what loading dropped), or only empty
+    targets (the loss would cover no token, and the adapter would register as if trained)."""
+    where = task.files.get("train") or task.source
+    at = f"{where}: " if where else ""
+    if not task.train:
+        raise DataError(f"{at}task {task.name!r} has no train examples" + "".join(f"; {n}" for n in task.notes))
+    if all(not e.target.strip() for e in task.train):
+        raise DataError(f"{at}task {task.name!r}: all {len(task.train)} train examples have an empty target, "
+                        "so there is nothing to learn")
+
+
+def _peaks(params: list[torch.Tensor]) -> torch.Tensor:
+    """max |w| of each factor, on the device (NaN propagates through max, so a NaN factor reads NaN)."""
+    return torch.stack([p.detach().abs().max().float() for p in params])
+
+
+def _check_weights(peaks: list[float], names: list[str], task_name: str, step: int, steps: int, lr: float) -> None:
+    worst = max(range(len(peaks)), key=lambda i: math.inf if math.isnan(peaks[i]) else peaks[i])
+    peak = peaks[worst]
+    if math.isfinite(peak) and peak <= MAX_ABS_WEIGHT:
+        return
+    where = names[worst].removeprefix(PREFIX).replace(".default.weight", "")
+    raise TrainingError(f"task {task_name!r}: LoRA weights diverged (max |w| = {peak:.3g} in {where}, over the limit "
+                        f"of {MAX_ABS_WEIGHT:g}) by step {step}/{steps}; lower the learning rate (lr={lr:g})")
+
+
 def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded, val_enc: Encoded | None,
          progress: bool) -> tuple[dict[str, float], list[float]]:
     steps = config.steps_for(train_enc.n)
     plan = batch_plan(train_enc.n, config.batch_size, steps, config.seed)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    names, params = [n for n, _ in named], [p for _, p in named]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     warmup = config.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)))
@@ -169,12 +201,15 @@ def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded,
         opt.zero_grad(set_to_none=True)
         pending.append(loss.detach())
         if len(pending) == LOG_EVERY or step == steps - 1:
-            values = torch.stack(pending).float().tolist()  # the one sync per LOG_EVERY steps
-            for offset, value in enumerate(values):
+            # the one sync per LOG_EVERY steps: the step losses, then each factor's max |w|
+            read = torch.cat([torch.stack(pending).float(), _peaks(params)]).tolist()
+            values, peaks = read[: len(pending)], read[len(pending):]
+            for offset, value in enumerate(values):  # a NaN loss names its own step: checked first
                 if not math.isfinite(value):
                     at = step - len(values) + offset + 2  # 1-based step number
                     raise TrainingError(f"task {task_name!r}: training loss is {value} at step {at}/{steps}; "
                                         f"lower the learning rate (lr={config.lr:g}) or check the data")
+            _check_weights(peaks, names, task_name, step + 1, steps, config.lr)
             history += values
             pending.clear()
             bar.update(len(values))

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from lorasoup_core import interrupt
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
 from lorasoup_core.compose.engine import Engine
+from lorasoup_core.compose.merges import refuse_nonfinite
 from lorasoup_core.compose.objective import FewShot
 from lorasoup_core.compose.stack import CompositionError
 
@@ -35,6 +36,7 @@ def cat_fewshot(inp: Inputs[CatFewShotSettings]) -> ComposerOutput:
     """CAT on the target's shots: per-module coefficients trained with Adam on the few-shot loss; the
     coefficients with the lowest evaluated loss are exported."""
     cfg, stack, base = inp.settings, inp.stack, inp.base
+    refuse_nonfinite(stack, "cat_fewshot", inp.target.name)
     fewshot = FewShot(base, inp.target, inp.shots, cfg.max_length, cfg.batch_size)
     n, k = len(stack), len(stack.modules)
     torch.manual_seed(inp.seed)  # kept from the original `cat` (nothing here draws from it)
@@ -57,8 +59,9 @@ def cat_fewshot(inp: Inputs[CatFewShotSettings]) -> ComposerOutput:
             loss = fewshot.loss()
             value = loss.detach().item()
             if not math.isfinite(value):
-                raise CompositionError(f"cat_fewshot objective is {value} at step {step} "
-                                       f"(target {inp.target.name!r})")
+                raise CompositionError(f"cat_fewshot objective is {value} at step {step} (target "
+                                       f"{inp.target.name!r}); the candidates are finite, so the loss itself "
+                                       "overflowed: lower lr or use dtype float32")
             if value < best_value:  # the loss of the coefficients this step starts from
                 best_value, best_step, best = value, step, w.detach().clone()
             opt.zero_grad()

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from lorasoup_core.adapters import read_lora_factors
 from lorasoup_core.compose.base import ComposerOutput, ComposerSettings, Factors, Inputs, composer
-from lorasoup_core.compose.stack import CompositionError
+from lorasoup_core.compose.stack import CompositionError, Stack
 
 Merge = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
 
@@ -57,6 +57,17 @@ class TiesSvdSettings(TiesSettings):
     svd_rank: int | None = _svd_rank()
 
 
+def refuse_nonfinite(stack: Stack, method: str, target: str) -> None:
+    """A candidate with NaN/inf factors, named before any work: else SVD fails with torch's LinAlgError and
+    CAT's objective is NaN, neither naming the adapter at fault (import checks factors; a hand-made or
+    corrupted candidate directory is not imported)."""
+    every = [*stack.Acat.values(), *stack.Bcat.values()]
+    if bool(torch.stack([torch.isfinite(t).all() for t in every]).all()):  # one device sync
+        return
+    raise CompositionError(f"{method} for target {target!r}: candidate(s) with NaN/inf weights: "
+                           f"{', '.join(stack.nonfinite())}; retrain them or leave them out of the pool")
+
+
 def _weights(inp: Inputs, default: float) -> list[float]:
     n = len(inp.stack)
     w = [default] * n if inp.settings.weights is None else list(inp.settings.weights)
@@ -90,6 +101,7 @@ def to_lora(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]
 def _dense_merge(inp: Inputs, merge: Merge, default_weight: float, kind: str) -> ComposerOutput:
     """PEFT's `*_svd` combinations: merge the deltas s_i B_i A_i, truncate each module to `svd_rank`."""
     stack = inp.stack
+    refuse_nonfinite(stack, kind, inp.target.name)
     rank = inp.settings.svd_rank or max(max(r) for r in stack.ranks.values())
     w = _weights(inp, default_weight)
     wt = torch.tensor(w, device=inp.base.device)  # float32, as PEFT builds its weights
@@ -113,6 +125,7 @@ def _factor_merge(inp: Inputs, merge: Merge, kind: str) -> ComposerOutput:
     the unweighted raw factors) and PEFT's new adapter has lora_alpha = r, so its delta is B_merged @ A_merged.
     """
     stack = inp.stack
+    refuse_nonfinite(stack, kind, inp.target.name)
     bad = next((m for m in stack.modules if len(set(stack.ranks[m])) > 1), None)
     if bad is not None:
         raise CompositionError(f"{kind} merges the LoRA factors and needs equal ranks; module {bad} has ranks "

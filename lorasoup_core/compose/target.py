@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core import tracking
+from lorasoup_core.adapters import slug
 from lorasoup_core.compose import Candidate, ComposerSettings, compose, export_peft, settings_for
 from lorasoup_core.data import Example, Task
 from lorasoup_core.fingerprint import cache_key
@@ -45,7 +46,8 @@ def compose_for_target(base: LoadedModel, candidates: list[Candidate], target: T
     label = label or method
     export = [export_rank, base_ref] if export_rank or base_ref else []  # unchanged keys without them
     key = cache_key(base.fingerprint, target, shots, candidates, method, settings, seed, train_data or {}, *export)
-    work = get_settings().home / "work" / "composed" / f"{target.name}-{label}-{key[:12]}"
+    # slugged: whatever the target and the label are called, the work directory stays under LORASOUP_HOME
+    work = get_settings().home / "work" / "composed" / f"{slug(target.name)[:40]}-{slug(label)[:30]}-{key[:12]}"
     tags = {"lorasoup.step": "compose", "lorasoup.task": target.name, "lorasoup.method": label,
             "lorasoup.composer": method}
     with tracking.run(run.experiment, f"compose {target.name} {label}", parent_run_id=run.parent_run_id,

@@ -44,6 +44,7 @@ class Task:
     source: str = ""  # where it came from (a path, a hub id, "skills:<seed>")
     components: tuple[str, ...] = ()  # the upstream tasks a composed task is built from, when known (oracle)
     files: dict[str, str] = field(default_factory=dict)  # split -> the file it was read from (error messages)
+    notes: list[str] = field(default_factory=list)  # what loading dropped (duplicate rows), for error messages
 
     def prompt(self, example: Example | str) -> str:
         text = example.input if isinstance(example, Example) else example

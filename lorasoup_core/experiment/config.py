@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
+from lorasoup_core.adapters import slug_clash
 from lorasoup_core.compose import ComposerSettings, settings_for
 from lorasoup_core.config import ConfigError, ModelConfig, StrictModel, load_config
 from lorasoup_core.data import COMPOSED_TASKS, DataError, TaskSpec, list_tasks, load_task, parse_spec
@@ -274,6 +275,9 @@ class ExperimentConfig(PoolFile):
         if unused:
             raise ValueError(f"variants not listed in `methods`: {', '.join(unused)}")
         self.compose = {c: settings_for(c, self.compose.get(c)) for c in sorted(composers)}
+        # every adapter the run registers: pool tasks, and <target>-<method> compositions (compose/export.py)
+        if clash := slug_clash([*self.pool.task_names, *(f"{t.name}-{m}" for t in self.targets for m in self.methods)]):
+            raise ValueError(f"adapter names: {clash}")
         evaluated = [*self.methods, *self.eval.baselines]
         if "compare_to" in self.model_fields_set:
             unknown = sorted(set(self.compare_to) - set(evaluated))

@@ -43,10 +43,12 @@ def load_model(spec: str, device: str | torch.device | None = None,
         if not (path / "config.json").is_file():
             raise ModelSpecError(f"{path} is a directory without config.json; {known_specs()}")
         return files.load_hf(str(path), dev, dt)
+    if path.is_file() and path.suffix in files.PICKLE_SUFFIXES:
+        raise ModelSpecError(files.pickle_refusal(path))
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise ModelSpecError(f"unknown model spec {spec!r}; {known_specs()}")
     try:
         return files.load_hf(spec, dev, dt)
     except OSError as err:  # offline, missing repo, or no access
-        raise ModelSpecError(f"cannot load model {spec!r} from the hub or its cache ({err.__class__.__name__}); "
-                             f"{known_specs()}") from None
+        raise ModelSpecError(f"cannot load model {spec!r} from the hub or its cache ({err.__class__.__name__}; "
+                             f"lorasoup loads safetensors weights only); {known_specs()}") from None

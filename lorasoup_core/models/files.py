@@ -17,6 +17,22 @@ from lorasoup_core.models.base import PRESETS, LoadedModel, ModelSpecError, fini
 from lorasoup_core.settings import get_settings
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+# torch.save / pickle checkpoints: unpickling runs code the file names, so lorasoup never loads one
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def pickle_refusal(path: Path) -> str:
+    return (f"{path} is a pickle checkpoint, which lorasoup will not load (unpickling can run code); convert it "
+            "to safetensors where you trust it (transformers' save_pretrained writes safetensors) and load that")
+
+
+def refuse_pickle_only(root: Path) -> None:
+    """A model directory whose weights are only pickle checkpoints: one ModelSpecError naming the file."""
+    if any(root.glob("*.safetensors")):
+        return
+    pickles = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelSpecError(pickle_refusal(pickles[0]))
 
 
 def _auto_class(config):
@@ -42,8 +58,11 @@ def load_hf(spec: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """A local directory or a hub id; causal or seq2seq chosen from its config."""
     from transformers import AutoConfig, AutoTokenizer
 
+    if Path(spec).is_dir():
+        refuse_pickle_only(Path(spec))
     config = AutoConfig.from_pretrained(spec)
-    model = _auto_class(config).from_pretrained(spec, dtype=torch.float32)
+    # safetensors only: transformers would otherwise fall back to unpickling pytorch_model.bin
+    model = _auto_class(config).from_pretrained(spec, dtype=torch.float32, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(spec)
     if Path(spec).is_dir():
         fingerprint = dir_fingerprint(Path(spec))

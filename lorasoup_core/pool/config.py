@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from lorasoup_core.adapters import TrainingConfig
+from lorasoup_core.adapters import TrainingConfig, slug_clash
 from lorasoup_core.config import (
     ModelConfig,
     StorageConfig,
@@ -54,6 +54,8 @@ class PoolConfig(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"tasks: {', '.join(dupes)} listed more than once; one adapter per task")
+        if clash := slug_clash(names):  # one registry model and work directory for two tasks
+            raise ValueError(f"tasks: {clash}")
         for where, keys in (("overrides", self.overrides), ("datamix_proportions", self.datamix_proportions or {})):
             unknown = sorted(set(keys) - set(names))
             if unknown:

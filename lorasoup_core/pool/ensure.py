@@ -33,7 +33,8 @@ from pathlib import Path
 from mlflow.entities import Metric
 
 from lorasoup_core import tracking
-from lorasoup_core.adapters import CARD_FILE, AdapterCard, TrainingConfig, mix_tasks, train_lora
+from lorasoup_core.adapters import CARD_FILE, AdapterCard, TrainingConfig, mix_tasks, slug, train_lora
+from lorasoup_core.adapters.train import check_train_data
 from lorasoup_core.data import Task, load_task
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.pool.config import PoolConfig
@@ -94,8 +95,12 @@ class PoolResult:
 
 
 def load_pool_tasks(pool: PoolConfig) -> list[Task]:
-    """Every task's data, read and checked before anything trains (a bad file fails here, named)."""
-    return [load_task(spec) for spec in pool.tasks]
+    """Every task's data, read and checked before anything trains (a bad file fails here, named; so does a
+    task with nothing to learn: no train examples, or only empty targets)."""
+    tasks = [load_task(spec) for spec in pool.tasks]
+    for task in tasks:
+        check_train_data(task)
+    return tasks
 
 
 def training_data(pool: PoolConfig, names: list[str]) -> dict[str, Task]:
@@ -130,8 +135,9 @@ def recover(run: RunContext, registry: AdapterRegistry) -> dict[str, list[str]]:
 
 
 def _work_dir(base: LoadedModel, task: Task, training: TrainingConfig) -> Path:
+    """Under LORASOUP_HOME whatever the task is called: the name is slugged (`../../x` is `x`, no separator)."""
     return get_settings().home.joinpath("work", "trained", base.fingerprint[:12],
-                                        f"{task.name[:60]}-{task.fingerprint[:12]}-{training.fingerprint[:12]}")
+                                        f"{slug(task.name)[:60]}-{task.fingerprint[:12]}-{training.fingerprint[:12]}")
 
 
 def _staging_dir(out: Path) -> Path:

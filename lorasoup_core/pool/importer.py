@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core.adapters import CARD_FILE, AdapterCard, read_lora_factors, slug
-from lorasoup_core.adapters.factors import UnsupportedAdapter
+from lorasoup_core.adapters.factors import MAX_ABS_WEIGHT, UnsupportedAdapter
 from lorasoup_core.fingerprint import sha256_file, sha256_json
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.registry import AdapterRegistry, AdapterVersion, model_name
@@ -43,7 +43,6 @@ PICKLE = "adapter_model.bin"
 WEIGHT_FILES = (SAFETENSORS, PICKLE)
 EXAMPLE_FILES = ("examples.jsonl", "examples.json")  # optional: inputs the adapter was trained on
 MAX_EXAMPLES = 64  # examples embedded for the card's embedding
-MAX_ABS_WEIGHT = 1e4  # a LoRA factor entry beyond this is refused (trained factors are O(1))
 CLAIMED = "claimed_"  # prefix of the metrics an imported card claims (never val_loss itself)
 # LoraHub's published pool: ~200 flan-t5-large LoRAs under the `lorahub` hub organisation.
 HUB_POOLS = {"lorahub:flan-t5-large": ("lorahub", "flan_t5_large")}

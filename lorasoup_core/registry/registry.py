@@ -9,6 +9,7 @@ adapter adopts).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from lorasoup_core.registry.tags import FINGERPRINTS, describe, model_tags, vers
 from lorasoup_core.settings import fault
 from lorasoup_core.storage import Artifact, ArtifactStore, StoreError, fetch, open_store
 
+log = logging.getLogger(__name__)
 PREFIX = "lorasoup"
 CHAMPION_PENDING = "lorasoup.champion_pending"  # on a version until its champion decision is made
 
@@ -256,6 +258,7 @@ class AdapterRegistry:
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
+                self._check_owner(name, card)
                 for k, v in about_model.items():  # models registered before these tags existed
                     self.client.set_registered_model_tag(name, k, v)
             mv = self.client.create_model_version(name, source=artifact.uri, run_id=run_id, tags=tags,
@@ -277,6 +280,16 @@ class AdapterRegistry:
             version = self.get(f"{name}/{mv.version}")
         self._link_run(run_id, version)
         return self.settle_champion(version) if decide_champion else version
+
+    def _check_owner(self, name: str, card: AdapterCard) -> None:
+        """Refuse a version for a registered model that holds another adapter whose name has the same slug
+        ("sort words" and "sort/words"): else `latest` and `champion` would mix two tasks' adapters."""
+        tags = self.client.get_registered_model(name).tags or {}
+        field, theirs = ("adapter", tags["adapter"]) if "adapter" in tags else ("task", tags.get("task"))
+        ours = card.name if field == "adapter" else card.task
+        if theirs is not None and theirs != ours:
+            raise RegistryError(f"cannot register {field} {ours!r}: registered model {name} holds {field} {theirs!r}, "
+                                "and both names become the same registry name; rename one of them")
 
     def _link_run(self, run_id: str | None, version: AdapterVersion) -> None:
         """Link back from the training run to its version (a run of another store: no link)."""
@@ -336,6 +349,9 @@ class AdapterRegistry:
         """Move `champion` to this version only when its metric strictly improves on the champion's."""
         value = version.metrics.get(metric)
         if value is None:
+            if version.origin == "trained":  # compositions and imports never carry val_loss: no news there
+                log.warning("%s: no %s (the task has no validation examples, or max_validation is 0), so it cannot "
+                            "become champion; it is only the latest version", version.ref, metric)
             return False
         try:
             current = self.get(f"{version.name}@champion")

@@ -28,6 +28,8 @@ def select_candidates(base: LoadedModel, pool: list[Candidate], target: Task, sh
     """Constraints, then each filter of `chain` in order, each keeping its own top `spec.k`; `k` caps how
     many the last filter keeps (the number of candidates composed). Candidates named in `exclude` (e.g.
     the target's own adapter, for a leave-one-out protocol) are never considered."""
+    if k is not None and k < 1:  # k = 0 read as "no cap" would compose the whole pool
+        raise CompositionError(f"k = {k} candidates for {target.name!r}: compose at least 1 (k >= 1)")
     log: list[str] = []
     left_out = sorted(c.name for c in pool if c.name in exclude)
     if left_out:

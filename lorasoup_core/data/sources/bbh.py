@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorasoup_core.data.sources.hf import load_dataset_dict
-from lorasoup_core.data.sources.reading import Row, examples, read_rows, read_text, split
+from lorasoup_core.data.sources.reading import Row, duplicate_note, examples, read_rows, read_text, split
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec, data_dir
 from lorasoup_core.data.task import DataError, Task
 
@@ -65,12 +65,14 @@ def bbh(spec: TaskSpec) -> Task:
         if not path.is_file():
             raise DataError(f"{root}: no BBH task {spec.name!r}; available: {', '.join(bbh_tasks(str(root)))}")
         rows, source = read_rows(path, "examples"), str(path)
-    train, val, test = split(examples(rows), spec.seed, spec.n_train, spec.n_validation, spec.n_test,
+    rows_read = examples(rows)
+    train, val, test = split(rows_read, spec.seed, spec.n_train, spec.n_validation, spec.n_test,
                              N_TRAIN, N_VALIDATION)
     template = spec.template or TEMPLATE
     if "{description}" in template:
         template = template.replace("{description}", bbh_description(spec.name, spec.path))
-    return Task(spec.name, train, val, test, template=template, metric="bbh", source=source)
+    return Task(spec.name, train, val, test, template=template, metric="bbh", source=source,
+                notes=duplicate_note(rows_read, source))
 
 
 def bbh_description(task: str, path: str | None = None) -> str:

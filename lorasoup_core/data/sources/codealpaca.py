@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lorasoup_core.data.sources.reading import read_rows, split
+from lorasoup_core.data.sources.reading import duplicate_note, read_rows, split
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec, data_dir
 from lorasoup_core.data.task import Example, Task
 
@@ -22,4 +22,5 @@ def codealpaca(spec: TaskSpec) -> Task:
         instruction, extra = row.get("instruction"), row.optional("input").strip()
         examples.append(Example(instruction + (f"\n{extra}" if extra else ""), row.get("output")))
     train, val, test = split(examples, spec.seed, spec.n_train, spec.n_validation, spec.n_test, 1500, 100)
-    return Task(spec.name, train, val, test, template=TEMPLATE, source=str(path))
+    return Task(spec.name, train, val, test, template=TEMPLATE, source=str(path),
+                notes=duplicate_note(examples, path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from lorasoup_core.data.sources.reading import Row, assemble, read_rows, split
+from lorasoup_core.data.sources.reading import Row, assemble, duplicate_note, read_rows, split
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec, data_dir
 from lorasoup_core.data.task import DataError, Example, Task
 
@@ -46,4 +46,5 @@ def gsm8k(spec: TaskSpec) -> Task:
         train, val, test = assemble(splits, spec.seed, spec.n_train, spec.n_validation, spec.n_test)
         return Task(spec.name, train, val, test, template=TEMPLATE, metric="gsm8k", source=str(root),
                     files={"train": str(files["train"]), "validation": str(files["train"]), "test": str(files["test"])})
-    return Task(spec.name, train, val, test, template=TEMPLATE, metric="gsm8k", source=str(root))
+    return Task(spec.name, train, val, test, template=TEMPLATE, metric="gsm8k", source=str(root),
+                notes=duplicate_note(splits["train"], root))

@@ -3,7 +3,7 @@ compared with what it returns. The reference program stays in `Example.meta["cod
 
 from __future__ import annotations
 
-from lorasoup_core.data.sources.reading import read_rows, split
+from lorasoup_core.data.sources.reading import duplicate_note, read_rows, split
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec, data_dir
 from lorasoup_core.data.task import DataError, Example, Task
 
@@ -27,4 +27,5 @@ def gsm_hard(spec: TaskSpec) -> Task:
             raise DataError(f"{path}: {row.where}: target {target!r} is not a number") from None
         examples.append(Example(row.get("input"), target, meta={"code": row.get("code")}))
     train, val, test = split(examples, spec.seed, spec.n_train, spec.n_validation, spec.n_test, 4, 0)
-    return Task(spec.name, train, val, test, template=TEMPLATE, metric="pal", source=str(path))
+    return Task(spec.name, train, val, test, template=TEMPLATE, metric="pal", source=str(path),
+                notes=duplicate_note(examples, path))

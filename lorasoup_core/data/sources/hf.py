@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lorasoup_core.data.sources.reading import Row, assemble, examples
+from lorasoup_core.data.sources.reading import Row, assemble, duplicate_note, examples
 from lorasoup_core.data.spec import SOURCES, TaskSpec
 from lorasoup_core.data.task import DataError, Task
 
@@ -53,4 +53,6 @@ def hf_dataset(spec: TaskSpec) -> Task:
         if not splits[split_name]:
             raise DataError(f"{where}: no examples")
     train, val, test = assemble(splits, spec.seed, spec.n_train, spec.n_validation, spec.n_test)
-    return Task(spec.name, train, val, test, source=spec.path)
+    notes = [n for s, rows in splits.items() for n in duplicate_note(rows, f"{spec.path}[{s}]")] \
+        if len(splits) == 1 else []  # a lone split is split by seed, keeping each input once
+    return Task(spec.name, train, val, test, source=spec.path, notes=notes)

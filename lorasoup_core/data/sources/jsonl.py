@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorasoup_core.data.sources.reading import VALIDATION_NAMES, assemble, examples, read_rows
+from lorasoup_core.data.sources.reading import VALIDATION_NAMES, assemble, duplicate_note, examples, read_rows
 from lorasoup_core.data.spec import LISTERS, SOURCES, TaskSpec, data_dir
 from lorasoup_core.data.task import DataError, Example, Task
 
@@ -43,7 +43,9 @@ def json_files(spec: TaskSpec) -> Task:
     named = {s: str(f) for s, f in files.items()}
     if "validation" not in named and "train" in named:  # carved from the train file
         named["validation"] = named["train"]
-    return Task(spec.name, train, val, test, source=str(path), files=named)
+    # a lone file is split by seed, which keeps each input once (assemble -> split): say what it dropped
+    notes = [n for s, f in files.items() for n in duplicate_note(splits[s], f)] if len(files) == 1 else []
+    return Task(spec.name, train, val, test, source=str(path), files=named, notes=notes)
 
 
 def _list(path: str | None) -> list[str]:

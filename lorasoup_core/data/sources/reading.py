@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,19 @@ def read_rows(path: Path, list_key: str | None = None) -> list[Row]:
 
 def examples(rows: list[Row], input_field: str = "input", target_field: str = "target") -> list[Example]:
     return [Example(r.get(input_field), r.get(target_field)) for r in rows]
+
+
+def duplicate_note(examples: list[Example], where: Path | str) -> list[str]:
+    """What `split` drops from one file, in words ("19 of 20 rows of f.jsonl were dropped as duplicates of one
+    input"), for the error a task left without train examples gives; [] when every input is distinct."""
+    counts = Counter(e.input for e in examples)
+    dropped = len(examples) - len(counts)
+    if not dropped:
+        return []
+    repeated = sum(1 for n in counts.values() if n > 1)
+    inputs = "one input" if repeated == 1 else f"{repeated} inputs"
+    return [f"{dropped} of {len(examples)} rows of {where} were dropped as duplicates of {inputs} (a file "
+            "without train/test splits keeps each input once, so that no test input is also a train input)"]
 
 
 def split(examples: list[Example], seed: int, n_train: int | None, n_validation: int | None,

@@ -29,7 +29,7 @@ def test_store_key_and_slug():
     card = make_card()
     assert card.store_key == f"adapters/HuggingFaceTB-SmolLM2-135M/add/{'d' * 12}-{card.config_fingerprint[:12]}"
     assert slug("/tmp/models/x y.gguf") == "tmp-models-x-y.gguf"
-    assert slug("///") == "x"
+    assert slug("///") == "x-732c4e9711"  # no safe character: a fallback of its own, not a shared "x"
 
 
 def test_config_fingerprint_tracks_every_field():
