@@ -27,6 +27,7 @@ from lorasoup_core.adapters.mix import mix_tasks
 from lorasoup_core.adapters.train import Encoded, batch_of, batch_plan, encode_examples
 from lorasoup_core.compose.base import ComposerOutput, Inputs, ObjectiveSettings, composer
 from lorasoup_core.compose.engine import Engine
+from lorasoup_core.compose.merges import refuse_nonfinite
 from lorasoup_core.compose.stack import CompositionError
 from lorasoup_core.data import Example, Task
 from lorasoup_core.data.prompts import IGNORE
@@ -172,6 +173,7 @@ def _spread(w: torch.Tensor) -> float:
 def cat(inp: Inputs[CatSettings]) -> ComposerOutput:
     """LoRA Soups' CAT: per-module coefficients trained on a mix of the candidates' training data."""
     cfg, stack, base = inp.settings, inp.stack, inp.base
+    refuse_nonfinite(stack, "cat", inp.target.name)
     mix, train, val = mix_split(stack.names, inp.train_data, cfg, inp.seed)
     train_enc = encode_mix(base, mix, train, cfg.loss_tokens, cfg.max_length)
     val_enc = encode_mix(base, mix, val, cfg.loss_tokens, cfg.max_length)
