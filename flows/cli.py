@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from lorasoup_core.interrupt import Interrupted, stop_on_sigint
+from lorasoup_core.interrupt import Interrupted, report_stopped, stop_on_sigint
 
 
 @contextlib.contextmanager
@@ -23,8 +23,7 @@ def _interruptible(what: str) -> Iterator[None]:
         with stop_on_sigint():
             yield
     except (KeyboardInterrupt, Interrupted):  # Interrupted: a step stopped before the main thread saw SIGINT
-        typer.echo(f"interrupted: {what} stopped; finished adapters and cells are kept, "
-                   "run the same command to resume", err=True)
+        report_stopped(what, "finished adapters and cells are kept")
         raise typer.Exit(130) from None
 
 
@@ -52,9 +51,10 @@ def _check_config(path: Path, overrides: list[str] | None = None, remote: bool |
     from lorasoup_core.config import ConfigError, read_yaml
 
     try:
-        read_yaml(path)  # a missing file or bad YAML is answered before the heavy imports below (~0.5 s)
+        data = read_yaml(path)  # a missing file or bad YAML is answered before the heavy imports below (~0.5 s)
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config/--set") from None
+    probed = _check_services_early(path, data, overrides)
     from lorasoup_core.experiment import load_experiment
     from lorasoup_core.experiment.config import check_task_data
     from lorasoup_core.experiment.preflight import check_services
@@ -63,10 +63,35 @@ def _check_config(path: Path, overrides: list[str] | None = None, remote: bool |
         cfg = load_experiment(path, overrides)
         if remote is False:
             check_task_data(cfg, pool=not cfg.pool.dask_address)  # a Dask cluster trains on its own data
-        check_services(cfg)  # this process logs to both, remote or not
+        if not probed:
+            check_services(cfg)  # this process logs to both, remote or not
         return cfg
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--config/--set") from None
+
+
+def _check_services_early(path: Path, data: object, overrides: list[str] | None) -> bool:
+    """The store and tracking server the config names answer (`check_services`), asked before the imports
+    of the full load (seconds of torch), so a dead service costs the probe's 5 s, not that plus start-up.
+    False when the config's sections do not validate yet: the full load says why, then probes."""
+    from lorasoup_core.cli.pool import config_services
+    from lorasoup_core.registry.registry import use_storage
+    from lorasoup_core.settings import ServicesUnreachable, check_uris, get_settings
+
+    sections = config_services(path, overrides)
+    if sections is None:
+        return False
+    storage, tracking, _ = sections
+    use_storage(storage)  # the config's S3 endpoint, for the probe too
+    settings = get_settings()
+    name = data.get("name") if isinstance(data, dict) else None
+    try:
+        check_uris(storage.uri or settings.store_uri, tracking.tracking_uri or settings.tracking_uri,
+                   store_source="storage.uri", config_name=str(name or path),
+                   tracking_source="tracking.tracking_uri" if tracking.tracking_uri else "MLFLOW_TRACKING_URI")
+    except ServicesUnreachable as err:
+        raise typer.BadParameter(str(err), param_hint="--config/--set") from None
+    return True
 
 
 def register(app: typer.Typer) -> None:

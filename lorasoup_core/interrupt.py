@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
 _STOP = threading.Event()
+_REPORTED = threading.Event()
 
 
 class Interrupted(RuntimeError):
@@ -24,6 +26,19 @@ def check() -> None:
     """Raise `Interrupted` when a stop was requested; cheap enough to call once per step."""
     if _STOP.is_set():
         raise Interrupted("interrupted (Ctrl-C): stopped before finishing")
+
+
+def requested() -> bool:
+    """True once SIGINT asked this process to stop (inside a `stop_on_sigint` block)."""
+    return _STOP.is_set()
+
+
+def report_stopped(what: str, kept: str = "what finished is kept") -> None:
+    """The one line an interrupted command ends with, on stderr; said once per process (the command's own
+    handler says it first, the CLI's entry point only when no one has)."""
+    if not _REPORTED.is_set():
+        _REPORTED.set()
+        print(f"interrupted: {what} stopped; {kept}, run the same command to resume", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

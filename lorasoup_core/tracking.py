@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import re
 import subprocess
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from lorasoup_core.reporting import ResultRow, markdown_table, result_figures
-from lorasoup_core.settings import get_settings, is_stale, process_tags
+from lorasoup_core.settings import bound_mlflow_waits, fault, get_settings, is_stale, process_tags
 
 PARENT_TAG = "mlflow.parentRunId"
 # MLflow 3's UI opens an experiment of this kind on its runs table (charts, compare), not on GenAI traces
@@ -50,19 +55,29 @@ _MAX_PARAM = 6000  # MLflow's limit on a param value
 
 _READY: set[str] = set()  # sqlite databases this process has opened (so migrated) once
 _READY_LOCK = threading.Lock()
+# a database being created: `.<db name>.creating-<hex>` (+ sqlite's own -journal/-wal/-shm beside it)
+_CREATING = re.compile(r"^\.(?P<db>.+)\.creating-[0-9a-f]{32}(-journal|-wal|-shm)?$")
+
+
+class TrackingDatabaseError(RuntimeError):
+    """A local MLflow database that cannot be opened and holds data: left as it is, for the user to decide."""
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
     uri = tracking_uri or get_settings().tracking_uri
+    bound_mlflow_waits()  # cheap; covers library use and workers that never ran the CLI
     if uri.startswith("sqlite:///") and uri not in _READY:
         return _open_sqlite_once(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _open_sqlite_once(uri: str) -> MlflowClient:
-    """MLflow creates and migrates a new sqlite database the first time a process opens it, with no lock:
-    two processes starting on a fresh home both migrate and one fails (`duplicate column name`, `table
-    ... already exists`). Open it once per process under a file lock beside the database."""
+    """MLflow creates and migrates a new sqlite database the first time a process opens it, with no lock
+    and in place: two processes starting on a fresh home both migrate and one fails, and a first command
+    killed mid-migration leaves a half-made schema every later command fails on (`duplicate column name`,
+    `table ... already exists`). So: once per process, under a file lock beside the database, a new
+    database is made in a temporary file and renamed into place whole; what a killed creation left is
+    removed, and a half-made database from an older version is moved aside when it holds nothing."""
     from filelock import FileLock
 
     db = Path(uri.removeprefix("sqlite:///")).expanduser()
@@ -70,10 +85,107 @@ def _open_sqlite_once(uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     db.parent.mkdir(parents=True, exist_ok=True)
     with _READY_LOCK, FileLock(str(db.with_name(f"{db.name}.init.lock"))):
-        c = MlflowClient(tracking_uri=uri, registry_uri=uri)  # builds the tracking store: creates/migrates
-        c.search_registered_models(max_results=1)  # the registry's store is built lazily: here, under the lock
+        for leftover in db.parent.iterdir():  # under the lock no creation is running: these are dead
+            m = _CREATING.match(leftover.name)
+            if m and m["db"] == db.name:
+                leftover.unlink(missing_ok=True)
+        if not db.exists() or db.stat().st_size == 0:  # sqlite writes nothing to a file until its schema
+            _create_sqlite(db)
+        try:
+            c = _opened(uri)
+        except Exception as err:
+            if not _half_made(db):
+                raise
+            _dispose(uri)  # its pooled connections point at the file about to move
+            if _holds_data(db):
+                raise TrackingDatabaseError(
+                    f"MLflow database {db} has a half-made schema ({type(err).__name__}) and holds runs, "
+                    "experiments or models: left as it is; back it up, then move it aside or run "
+                    f"`mlflow db upgrade {uri}`") from None
+            aside = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-journal", "-wal", "-shm"):  # a hot journal follows its database's name
+                if Path(f"{db}{suffix}").exists():
+                    os.replace(f"{db}{suffix}", f"{aside}{suffix}")
+            logging.getLogger(__name__).warning(
+                f"warning: MLflow database {db} was half made (a first command killed while creating it) and "
+                f"held no data: moved aside to {aside.name}, made afresh")
+            _create_sqlite(db)
+            c = _opened(uri)
         _READY.add(uri)
     return c
+
+
+def _opened(uri: str) -> MlflowClient:
+    c = MlflowClient(tracking_uri=uri, registry_uri=uri)  # builds the tracking store: creates/migrates
+    c.search_registered_models(max_results=1)  # the registry's store is built lazily: here, under the lock
+    return c
+
+
+def _create_sqlite(db: Path) -> None:
+    """Create and fully migrate (tracking and registry tables) a new database beside `db`, close it, and
+    rename it into place: a kill at any point leaves either no database or a whole one."""
+    from mlflow.tracking._model_registry.utils import _get_sqlalchemy_store as registry_store
+    from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store as tracking_store
+
+    tmp = db.with_name(f".{db.name}.creating-{uuid.uuid4().hex}")
+    tmp_uri = f"sqlite:///{tmp}"
+    try:
+        try:
+            tracking_store(tmp_uri, None)  # MLflow's own builders: the same schema and default experiment
+            fault("mid-tracking-db")
+            registry_store(tmp_uri)
+        finally:
+            _dispose(tmp_uri)
+        os.replace(tmp, db)
+    except BaseException:  # Ctrl-C or an error: nothing half made stays behind
+        for leftover in db.parent.glob(f"{tmp.name}*"):
+            leftover.unlink(missing_ok=True)
+        raise
+
+
+def _dispose(uri: str) -> None:
+    """Close and forget the SQLAlchemy engines MLflow's stores cache per URI (class-level maps)."""
+    import importlib
+
+    for module in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store"):
+        engine = getattr(importlib.import_module(module).SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+
+
+def _half_made(db: Path) -> bool:
+    """The schema is short of MLflow's: tables missing, or no (or an old) alembic revision. Any other
+    failure (a locked or unreadable file) is not this function's to repair."""
+    import sqlite3
+
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revision = con.execute("SELECT version_num FROM alembic_version").fetchone() \
+                if "alembic_version" in tables else None
+    except sqlite3.Error:
+        return False
+    return not set(Base.metadata.tables) <= tables or revision is None or revision[0] != _get_latest_schema_revision()
+
+
+def _holds_data(db: Path) -> bool:
+    """Any row beyond what creation writes (the schema revision, the default workspace and experiment 0);
+    rows in alembic's temporary copies count (a killed batch migration may hold them only there)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            kind = table.removeprefix("_alembic_tmp_")
+            if kind in ("alembic_version", "workspaces") or table.startswith("sqlite_"):
+                continue
+            where = " WHERE experiment_id != 0" if kind == "experiments" else ""
+            if con.execute(f'SELECT 1 FROM "{table}"{where} LIMIT 1').fetchone():  # noqa: S608 (names from the db)
+                return True
+    return False
 
 
 def default_artifact_location(tracking_uri: str, store_uri: str | None = None, experiment: str = "") -> str | None:
@@ -152,8 +264,6 @@ _MONITORS: dict[str, Any] = {}  # run id -> its MLflow SystemMetricsMonitor
 
 def _system_metrics_on() -> bool:
     """On unless MLflow's own switch (`MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`) says false."""
-    import os
-
     return os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").strip().lower() not in ("false", "0", "no")
 
 
@@ -223,8 +333,6 @@ def log_params(run_id: str, params: Mapping[str, Any], tracking_uri: str | None 
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, tracking_uri: str | None = None) -> None:
-    import time
-
     now = int(time.time() * 1000)
     items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items() if v is not None]
     if items:
@@ -233,8 +341,6 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, tracki
 
 def log_series(run_id: str, key: str, values: list[float], tracking_uri: str | None = None) -> None:
     """A curve (loss per step, objective per evaluation) as one metric with steps."""
-    import time
-
     now = int(time.time() * 1000)
     items = [Metric(_metric_key(key), float(v), now, i) for i, v in enumerate(values)]
     c = client(tracking_uri)

@@ -49,13 +49,52 @@ def _load_plugins() -> None:
         ep.load()(app)
 
 
+def _command_name(args: list[str]) -> str:
+    """'pool train' for `lorasoup --debug pool train --config x`: the command words of the arguments."""
+    import typer.main
+
+    command, words = typer.main.get_command(app), []
+    for arg in args:
+        if arg.startswith("-"):
+            continue  # the root's options take no value
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command, words = sub, [*words, arg]
+    return " ".join(words) or "lorasoup"
+
+
+def _stopped() -> None:
+    from lorasoup_core.interrupt import report_stopped
+
+    report_stopped(_command_name(sys.argv[1:]))
+    sys.exit(130)
+
+
 def main() -> None:
-    _load_plugins()
+    from lorasoup_core.interrupt import Interrupted, requested, stop_on_sigint
+    from lorasoup_core.settings import bound_mlflow_waits
+
+    bound_mlflow_waits()
     try:
-        app(standalone_mode=True)
+        # Ctrl-C anywhere: loops in worker threads stop at their next step, and the command ends with one
+        # line (typer turns KeyboardInterrupt into a silent exit 130; a stopped worker raises Interrupted)
+        with stop_on_sigint():
+            _load_plugins()
+            app(standalone_mode=True)
+    except SystemExit as done:
+        if done.code == 130 and requested():
+            _stopped()
+        raise
+    except (KeyboardInterrupt, Interrupted):
+        _stopped()
     except Exception as err:  # noqa: BLE001 (expected failures exit 1/2 with their message before this)
         if _debug["on"] or os.environ.get("LORASOUP_DEBUG", "").lower() in ("1", "true", "yes"):
             raise
+        tracking = sys.modules.get("lorasoup_core.tracking")  # loaded if it raised: no import for other errors
+        if tracking and isinstance(err, tracking.TrackingDatabaseError):  # complete in itself: no traceback
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
         # one message, its notes included (they name the target, adapter or file), no traceback
         message = "".join(traceback.format_exception_only(err)).strip()
         print(f"error: {message}\n(run `lorasoup --debug ...` or set LORASOUP_DEBUG=1 for the traceback)",

@@ -55,6 +55,10 @@ def compose_cmd(
     Examples: --method lorahub --set budget=40 --set optimizer=CMA --set population=4;
     --method cat_fewshot --set steps=60; --method ties --set density=0.7;
     --config configs/study_skills.yaml --target skills:count_then_add --method lorahub-cma --seed 1."""
+    from lorasoup_core.cli.pool import preflight_config
+
+    if not list_settings:
+        preflight_config(config, experiment_only=True)  # before the heavy imports: its store and tracking server
     from lorasoup_core.compose import COMPOSERS, CompositionError, settings_for, settings_help
     from lorasoup_core.plugins import UnknownPluginError
     from lorasoup_core.selection import FILTERS
