@@ -34,7 +34,8 @@ test: install
 
 # The float-sensitive modules once per CPU kernel setting, each varied alone from the default: torch's
 # kernels (ATEN_CPU_CAPABILITY), MKL's code path (MKL_CBWR, chosen by CPU vendor otherwise) and one thread.
-# A test that passes only by one CPU's rounding fails here on the machine you have.
+# A test that passes only by one CPU's rounding fails here on the machine you have. (The sandbox tests
+# compute nothing in floating point: left out.)
 KERNEL_TESTS ?= tests/lorasoup_core/compose tests/lorasoup_core/adapters tests/lorasoup_core/bench \
 	tests/lorasoup_core/experiment tests/lorasoup_core/selection tests/lorasoup_core/models
 KERNEL_SETTINGS ?= ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 \
@@ -42,7 +43,8 @@ KERNEL_SETTINGS ?= ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 MKL_CBWR
 test-kernels: install
 	@failed=""; for setting in $(KERNEL_SETTINGS); do \
 	  echo "== $$setting"; \
-	  out=$$(env $$setting $(BIN)/python -m pytest -q -p no:cacheprovider -o addopts="-ra" $(KERNEL_TESTS) 2>&1); \
+	  out=$$(env $$setting $(BIN)/python -m pytest -q -p no:cacheprovider -o addopts="-ra" \
+	    --ignore-glob="*/test_sandbox*" $(KERNEL_TESTS) 2>&1); \
 	  rc=$$?; echo "$$out" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -n 20; \
 	  [ $$rc -eq 0 ] || failed="$$failed $$setting"; \
 	done; \

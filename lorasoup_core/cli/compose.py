@@ -35,7 +35,7 @@ def compose_cmd(
     list_settings: bool = typer.Option(False, "--list-settings", help="Print every method's settings and exit."),
     filter_: str = typer.Option(None, "--filter", help="random, loss, embedding or oracle, comma-chained "
                                 "(default: embedding, or the experiment's)."),
-    k: int = typer.Option(None, "-k", help="Candidates kept (default 20, or the experiment's)."),
+    k: int = typer.Option(None, "-k", min=1, help="Candidates kept (default 20, or the experiment's)."),
     shots: int = typer.Option(None, help="Few-shot examples to fit on (default 5, or the experiment's)."),
     model: str = typer.Option(None, help="Base model spec, the pool's (default smollm2-135m, or the experiment's)."),
     device: str = DEVICE,
@@ -106,7 +106,7 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
                 raise typer.BadParameter(str(err), param_hint="--config") from None
     if exp is None:
         return _Plan(experiment=None, config=config, target=target, composer=method, settings={},
-                     filters=(filter_ or "embedding").split(","), k=k or 20, shots=shots or 5,
+                     filters=(filter_ or "embedding").split(","), k=20 if k is None else k, shots=shots or 5,
                      model=model_config(model, device, dtype), seed=seed or 0, exclude_target=False)
     chosen = [t for t in exp.targets if target in (t.task if isinstance(t.task, str) else None, t.name)]
     if not chosen:
@@ -118,7 +118,7 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
     selection = exp.selection_of(method)
     return _Plan(experiment=exp, config=config, target=chosen[0].task, composer=exp.composer_of(method),
                  settings=exp.settings(method).model_dump(), filters=filter_.split(",") if filter_ else selection.filters,
-                 k=k or selection.k, shots=shots or chosen[0].shots,
+                 k=selection.k if k is None else k, shots=shots or chosen[0].shots,
                  model=model_config(model, device, dtype, exp.model), seed=exp.seed if seed is None else seed,
                  exclude_target=selection.exclude_target)
 

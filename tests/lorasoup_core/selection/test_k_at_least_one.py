@@ -43,3 +43,13 @@ def test_k_caps_the_candidates(tiny_llama, pool):
 def test_config_k_below_one_is_refused(model):
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         model.model_validate({"name": "random", "k": 0} if model is FilterSpec else {"k": 0})
+
+
+def test_compose_cli_refuses_k_below_one():
+    """`lorasoup compose -k 0` used to read 0 as "the default" (`k or 20`) and compose 20 candidates."""
+    from typer.testing import CliRunner
+
+    from lorasoup_core.cli import app
+
+    out = CliRunner().invoke(app, ["compose", "--target", "skills:add", "-k", "0"])
+    assert out.exit_code == 2 and "-k" in out.output and "1" in out.output, out.output
