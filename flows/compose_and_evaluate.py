@@ -15,6 +15,7 @@ from flows._common import link_mlflow_run, prefect_links, resolve_config
 from lorasoup_core.compose import COMPOSERS
 from lorasoup_core.experiment import TargetResult
 from lorasoup_core.experiment.runs import log_evaluation
+from lorasoup_core.pool.hub import pool_task_names
 from lorasoup_core.registry import AdapterVersion
 from lorasoup_core.tracking import RunContext
 from tasks.compose import (
@@ -48,7 +49,7 @@ def compose_and_evaluate(config: str | dict[str, Any], target_index: int = 0, pa
     target = load_target(target_cfg.task)
     shots = draw_shots(target, target_cfg.shots, seed)
 
-    candidates = pool_candidates(base, cfg.pool.task_names, cfg.storage, run)
+    candidates = pool_candidates(base, pool_task_names(cfg), cfg.storage, run)  # trained + imported (hub_pool)
     # one selection per distinct selection config (variants may compare filters at the same k)
     selections: dict[str, Any] = {}
     for name in [None, *cfg.methods]:

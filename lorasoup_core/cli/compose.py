@@ -129,6 +129,7 @@ def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None,
     from lorasoup_core.data import load_task
     from lorasoup_core.models.cache import shared_model
     from lorasoup_core.pool import pool_candidates, register_adapter
+    from lorasoup_core.pool.hub import pool_task_names
     from lorasoup_core.registry import open_registry
     from lorasoup_core.selection import FilterSpec, select_candidates
     from lorasoup_core.tracking import RunContext
@@ -138,7 +139,7 @@ def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None,
     task = load_task(plan.target)
     fit = task.draw_shots(plan.shots, plan.seed)
     base = shared_model(plan.model)
-    candidates = pool_candidates(reg, plan.model.spec, base.fingerprint, exp.pool.task_names if exp else None)
+    candidates = pool_candidates(reg, plan.model.spec, base.fingerprint, pool_task_names(exp) if exp else None)
     if not candidates:
         raise typer.BadParameter(f"no registered adapters on {plan.model.spec}; run `lorasoup pool train` first")
     chain = [FilterSpec(name=f, k=plan.k, seed=plan.seed) for f in plan.filters]

@@ -95,6 +95,10 @@ def check_task_data(cfg: ExperimentConfig, pool: bool = True) -> None:
         if oracle and where.startswith("targets") and not task.components:
             problems.append(f"  {where}: the oracle filter needs a target built from pool tasks (a composed "
                             f"skill); {task.name!r} names none")
+    if pool:  # hook: a published pool (`hub_pool`) is registered, or the hub answers
+        from lorasoup_core.pool.hub import config_problems
+
+        problems += [f"  {p}" for p in config_problems(cfg)]
     if problems:
         raise ConfigError("\n".join([f"config {cfg.name!r}: task data ({len(problems)} problem(s))", *problems]))
 
@@ -204,6 +208,16 @@ class ExperimentConfig(PoolFile):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compare_to: list[str] = Field(["zero-shot"], description="Methods or baselines every other method is compared "
                                   "with on the same examples (paired test: p-value and interval of the difference).")
+    hub_pool: list[str] = Field(default_factory=list, description="Published adapter pools imported from the hub "
+                                "as candidates, e.g. [lorahub:flan-t5-large] (`lorasoup pool import NAME --model "
+                                "SPEC`); validation needs them registered for `model.spec` or the hub answering.")
+
+    @field_validator("hub_pool")
+    @classmethod
+    def _known_hub_pools(cls, names: list[str]) -> list[str]:
+        from lorasoup_core.pool.hub import check_pool_names
+
+        return check_pool_names(names)
 
     @property
     def experiment_name(self) -> str:

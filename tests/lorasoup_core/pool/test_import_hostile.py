@@ -20,6 +20,7 @@ from lorasoup_core.pool import import_adapters, register_adapter
 from lorasoup_core.pool.candidates import pool_versions
 from lorasoup_core.registry import AdapterRegistry
 from lorasoup_core.storage import open_store
+from tests.lorasoup_core.pool.hubkit import hostile_bin
 
 WEIGHTS = "adapter_model.safetensors"
 KEY = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"
@@ -70,25 +71,33 @@ def test_absurd_scaling_is_refused(tmp_path, tiny_llama, registry):
     assert "scaling alpha / r = 2.5e+29 is not finite or over 10000" in report.rejected[str(bad)]
 
 
-def test_truncated_and_pickle_weights_are_refused_and_the_rest_register(tmp_path, tiny_llama, registry, monkeypatch):
+def test_truncated_and_code_carrying_pickle_weights_are_refused_and_the_rest_register(tmp_path, tiny_llama, registry,
+                                                                                      monkeypatch):
     truncated = _peft_adapter(tiny_llama, tmp_path / "truncated-lora")
     raw = (truncated / WEIGHTS).read_bytes()
     (truncated / WEIGHTS).write_bytes(raw[: len(raw) // 2])
     pickled = _peft_adapter(tiny_llama, tmp_path / "pickle-lora", safe_serialization=False)
     assert (pickled / "adapter_model.bin").is_file() and not (pickled / WEIGHTS).exists()
+    hostile = _peft_adapter(tiny_llama, tmp_path / "hostile-lora", seed=2, safe_serialization=False)
+    marker = tmp_path / "unpickled"
+    hostile_bin(hostile / "adapter_model.bin", torch.load(hostile / "adapter_model.bin", weights_only=True), marker)
     good = _peft_adapter(tiny_llama, tmp_path / "good-lora", seed=1)
+    real_load = torch.load
 
-    def no_unpickling(*args, **kwargs):
-        raise AssertionError("torch.load must never be called on imported weights")
+    def weights_only_load(*args, **kwargs):
+        assert kwargs.get("weights_only") is True, "torch.load must only ever read imported weights with weights_only"
+        return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(torch, "load", no_unpickling)
-    report = import_adapters([str(truncated), str(pickled), str(good)], tiny_llama, registry)
-    assert list(report.ok) == [str(good)]
+    monkeypatch.setattr(torch, "load", weights_only_load)
+    report = import_adapters([str(truncated), str(pickled), str(hostile), str(good)], tiny_llama, registry)
+    # a tensor-only pickle now registers (stored as safetensors); the one that carries code does not
+    assert list(report.ok) == [str(pickled), str(good)]
     r = report.rejected
     assert r[str(truncated)].startswith(f"{truncated}: {WEIGHTS} is not a readable safetensors file, truncated or "
                                         "corrupt ("), r
-    assert r[str(pickled)] == (f"{pickled}: adapter_model.bin holds pickle weights, which lorasoup never loads "
-                               f"(unpickling can run code); convert them to safetensors ({WEIGHTS}) and import again")
+    assert r[str(hostile)] == (f"{hostile}: adapter_model.bin is a pickle that calls builtins.exec, not only tensors; "
+                               "refusing to load it (unpickling it would run that code)")
+    assert not marker.exists()
     assert all("weights_only" not in why and "\n" not in why for why in r.values())
 
 
@@ -178,7 +187,7 @@ def test_pool_import_cli_rejects_each_bad_adapter_in_one_line_and_registers_the_
     """The whole CLI in a subprocess: no traceback, one `rejected:` line per bad adapter, exit 1."""
     bad = {
         "truncated": _peft_adapter(tiny_llama, tmp_path / "truncated"),
-        "pickle": _peft_adapter(tiny_llama, tmp_path / "pickle", safe_serialization=False),
+        "pickle": _peft_adapter(tiny_llama, tmp_path / "pickle", safe_serialization=False),  # made hostile below
         "nan": _peft_adapter(tiny_llama, tmp_path / "nan"),
         "dora": _peft_adapter(tiny_llama, tmp_path / "dora", use_dora=True),
         "modules_to_save": _peft_adapter(tiny_llama, tmp_path / "mts", modules_to_save=["lm_head"]),
@@ -188,6 +197,8 @@ def test_pool_import_cli_rejects_each_bad_adapter_in_one_line_and_registers_the_
     raw = (bad["truncated"] / WEIGHTS).read_bytes()
     (bad["truncated"] / WEIGHTS).write_bytes(raw[:100])
     _poison(bad["nan"], KEY, math.nan)
+    pickled = bad["pickle"] / "adapter_model.bin"
+    hostile_bin(pickled, torch.load(pickled, weights_only=True), tmp_path / "unpickled")
     (tmp_path / "outside.jsonl").write_text('{"input": "x"}\n')
     (bad["link"] / "examples.jsonl").symlink_to(tmp_path / "outside.jsonl")
     good = _peft_adapter(tiny_llama, tmp_path / "good", seed=1)
@@ -203,10 +214,11 @@ def test_pool_import_cli_rejects_each_bad_adapter_in_one_line_and_registers_the_
     assert f"imported 1, rejected {len(bad)}" in proc.stdout, shown
     rejected = [line for line in proc.stderr.splitlines() if line.startswith("rejected: ")]
     assert len(rejected) == len(bad), shown
-    reasons = {"truncated": "is not a readable safetensors file", "pickle": "holds pickle weights",
+    reasons = {"truncated": "is not a readable safetensors file", "pickle": "is a pickle that calls builtins.exec",
                "nan": f"tensor {TENSOR} has 1 non-finite values (NaN)", "dora": "DoRA (use_dora",
                "modules_to_save": "modules_to_save (modules_to_save ['lm_head']",
                "embedding": "embedding LoRA (LoRA on embedding layer model.embed_tokens",
                "link": "examples.jsonl is a symbolic link to"}
     for name, path in bad.items():
         assert any(line.startswith(f"rejected: {path}: ") and reasons[name] in line for line in rejected), (name, shown)
+    assert not (tmp_path / "unpickled").exists()
