@@ -82,12 +82,6 @@ def test_the_pool_check_asks_the_registry_then_the_hub(tmp_path, tiny_t5, regist
     assert config_problems(cfg) == []
 
 
-def _uses_the_hub_pool() -> bool:
-    return "pool_task_names" in (REPO_ROOT / "flows" / "compose_and_evaluate.py").read_text()
-
-
-@pytest.mark.skipif(not _uses_the_hub_pool(), reason="flows/compose_and_evaluate.py does not yet pass "
-                    "lorasoup_core.pool.hub.pool_task_names(cfg) to pool_candidates")
 def test_lorahub_paper_runs_offline_on_an_imported_stand_in_pool(tmp_path, tiny_t5, monkeypatch):
     """The protocol end to end on a tiny stand-in: the pool imported once through a hub on 127.0.0.1, then
     `lorasoup run --config configs/lorahub_paper.yaml` offline (2 BBH targets, 2 seeds, a random 2 of 3)."""
