@@ -140,6 +140,7 @@ def test_lm_eval_interop_skips_without_lm_eval_and_writes_a_custom_task(monkeypa
     path = script.write_task("lorasoup_bbh_x", preds, tmp_path / "tasks")
     config = yaml.safe_load(path.read_text())
     assert config["task"] == "lorasoup_bbh_x" and config["output_type"] == "generate_until"
-    assert config["generation_kwargs"] == {"until": ["\n"], "max_gen_toks": 24, "do_sample": False}  # lorasoup's BBH
+    assert config["generation_kwargs"] == {"until": [], "max_gen_toks": 24, "do_sample": False}  # lorasoup's BBH budget
+    assert config["filter_list"][0]["filter"][0]["regex_pattern"] == script.cut_pattern(["\n"])  # lorasoup's stop cut
     rows = Path(config["dataset_kwargs"]["data_files"]["test"]).read_text().splitlines()
     assert [json.loads(r) for r in rows] == preds
