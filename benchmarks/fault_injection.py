@@ -26,10 +26,14 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,36 @@ WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "ocean",
 ANSWERS = {"first_letter": lambda w: w[0], "last_letter": lambda w: w[-1], "length": lambda w: str(len(w))}
 EXPERIMENT = "fault-injection"
 
+
+
+@contextmanager
+def tarpit() -> Iterator[str]:
+    """A service that accepts every connection and never sends a byte (a 'tarpit'): yields its
+    http://127.0.0.1:<port> URL; closed on exit."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
 
 def make_pool(root: Path, n_tasks: int, steps: int, store: str | None = None, tracking: str | None = None) -> Path:
     """A pool config of `n_tasks` tiny jsonl tasks with its own store and tracking database under `root`

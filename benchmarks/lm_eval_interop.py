@@ -197,14 +197,15 @@ def paired(predictions: list[dict[str, Any]], samples: list[dict]) -> list[tuple
 def compare_generation(ours: dict, theirs: dict) -> dict:
     """Scores side by side (lorasoup's BBH metric and exact match on both sides' generations) and how
     often the two generations are the same."""
-    from lorasoup_core.bench.metrics import bbh, exact_match
+    from lorasoup_core.bench.metrics import score_all
 
     pairs = paired(ours["predictions"], theirs["samples"])
     n = max(len(pairs), 1)
     differ = [(p, generation(s)) for p, s in pairs if generation(s) != p["prediction"].strip()]
+    targets = [p["target"] for p, _ in pairs]
     return {"lorasoup_score": ours["score"], "lm_eval_generations_lorasoup_metric":
-            sum(bbh(generation(s), p["target"]) for p, s in pairs) / n,
-            "lorasoup_exact_match": sum(exact_match(p["prediction"], p["target"]) for p, _ in pairs) / n,
+            sum(score_all("bbh", [generation(s) for _, s in pairs], targets)) / n,
+            "lorasoup_exact_match": sum(score_all("exact_match", [p["prediction"] for p, _ in pairs], targets)) / n,
             "lm_eval_exact_match": theirs["score"], "lm_eval_metric": theirs["metric"],
             "same_generation": 1 - len(differ) / n, "n_lorasoup": ours["n"], "n_lm_eval": theirs["n"],
             "n_paired": len(pairs), "generations_that_differ": [

@@ -14,18 +14,16 @@ whether its output named the tarpit, and the last line it wrote to stderr. `pref
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from fault_injection import make_pool, tarpit  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,40 +33,8 @@ CASES = (*(f"{service}:{command}" for service in ("tracking", "s3") for command 
          "preflight:tracking", "preflight:s3", "preflight:both")
 
 
-@contextmanager
-def tarpit():
-    """A listening socket that accepts and never answers; yields its http:// URL."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
-
-
 def _pool_config(root: Path, store: str | None, tracking: str | None) -> Path:
-    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
-    harness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
-    return harness.make_pool(root, n_tasks=1, steps=2, store=store, tracking=tracking)
+    return make_pool(root, n_tasks=1, steps=2, store=store, tracking=tracking)
 
 
 def _experiment_config(root: Path, store: str, tracking: str) -> Path:

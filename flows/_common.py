@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lorasoup_core.experiment import ExperimentConfig, load_experiment
-from lorasoup_core.pool import PoolFile, load_pool_file
+from lorasoup_core.experiment import ExperimentConfig, load_experiment, load_pool_file
+from lorasoup_core.pool import PoolFile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -56,7 +56,7 @@ def _check_config(path: Path, overrides: list[str] | None = None, remote: bool |
         raise typer.BadParameter(str(err), param_hint="--config/--set") from None
     probed = _check_services_early(path, data, overrides)
     from lorasoup_core.experiment import load_experiment
-    from lorasoup_core.experiment.config import check_task_data
+    from lorasoup_core.experiment.checks import check_task_data
     from lorasoup_core.experiment.preflight import check_services
 
     try:
@@ -76,7 +76,8 @@ def _check_services_early(path: Path, data: object, overrides: list[str] | None)
     False when the config's sections do not validate yet: the full load says why, then probes."""
     from lorasoup_core.cli.pool import config_services
     from lorasoup_core.registry.registry import use_storage
-    from lorasoup_core.settings import ServicesUnreachable, check_uris, get_settings
+    from lorasoup_core.services import ServicesUnreachable, check_uris
+    from lorasoup_core.settings import get_settings
 
     sections = config_services(path, overrides)
     if sections is None:

@@ -128,8 +128,7 @@ def _check_one(config: dict[str, Any], spec: PoolSpec | None, flows: dict[str, A
     from prefect.utilities.schema_tools import validate as validate_schema
     from rich.console import Console
 
-    from lorasoup_core.experiment import load_experiment
-    from lorasoup_core.pool import load_pool_file
+    from lorasoup_core.experiment import load_experiment, load_pool_file
 
     pool = (config.get("work_pool") or {}).get("name")
     if not config.get("name") or not config.get("entrypoint") or not pool:

@@ -2,7 +2,7 @@
 
     lorasoup run --config configs/demo.yaml        (or: python -m flows.experiment configs/demo.yaml)
 
-pool -> (DATA-MIX baseline) -> for each target: compose with each method and evaluate -> results table
+pool -> for each target and seed: run each method (composers and baselines) and evaluate -> results table
 and plots in MLflow, a Prefect table artifact, and the report in the artifact store.
 """
 
@@ -20,11 +20,8 @@ from flows._common import resolve_config, resolve_pool_file, task_runner
 from flows.compose_and_evaluate import compose_and_evaluate
 from flows.train_pool import train_pool
 from lorasoup_core.experiment import ExperimentResult
-from lorasoup_core.models.cache import BaseRef
 from lorasoup_core.registry import use_storage
 from lorasoup_core.settings import get_settings
-from lorasoup_core.tracking import RunContext
-from tasks.pool import ensure_datamix
 from tasks.report import finish_experiment_run, publish_report, start_experiment_run, tag_data_fingerprints
 
 
@@ -91,12 +88,7 @@ def experiment(config: str | dict[str, Any], remote: bool = False, variant: str 
         pool = _subflow(remote, train_deployment, train_pool.with_options(task_runner=runner),
                         config=resolve_pool_file(cfg).model_dump(mode="json"), parent_run_id=run_id)
         tag_data_fingerprints(cfg, run_id, pool)
-        datamix = None
-        if "datamix" in cfg.eval.baselines:
-            base = BaseRef(model=cfg.model, fingerprint=pool.base_fingerprint)
-            datamix = ensure_datamix(cfg.pool, base, cfg.storage, RunContext(cfg.experiment_name,
-                                     cfg.tracking.tracking_uri, run_id, cfg.storage.uri), cfg.seed).version
-        cells = [dict(config=as_dict, target_index=i, parent_run_id=run_id, datamix=datamix, seed=seed)
+        cells = [dict(config=as_dict, target_index=i, parent_run_id=run_id, seed=seed)
                  for i in range(len(cfg.targets)) for seed in cfg.run_seeds]
         if remote:  # every target at once on the GPU pool; results in target order
             results = _remote_runs(compose_deployment, cells)

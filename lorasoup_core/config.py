@@ -20,6 +20,26 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class MethodSettings(StrictModel):
+    """A compared method's parameters (a composer's, a baseline's); each method declares its own subclass
+    beside its function (`lorasoup_core.methods`)."""
+
+
+def validate_settings(method: str, cls: type[MethodSettings], values: Any) -> MethodSettings:
+    """`values` (a mapping, another settings object's explicitly set fields, or None) as `method`'s settings
+    class: an unknown key or a bad value is one ValueError that names the method and lists what it accepts."""
+    if isinstance(values, cls):
+        return values
+    if isinstance(values, MethodSettings):
+        values = values.model_dump(exclude_unset=True)
+    try:
+        return cls.model_validate(dict(values or {}))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
+        accepted = ", ".join(cls.model_fields) or "no settings"
+        raise ValueError(f"settings of method {method!r}: {problems} (it accepts: {accepted})") from None
+
+
 class ConfigError(ValueError):
     """A config file that cannot be read or does not validate; names the file and the field."""
 

@@ -51,3 +51,36 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def load_plugins(names: list[str]) -> None:
+    """Import plugin modules so the methods, composers, filters ... they register can be named: a dotted
+    module name, or the path of a .py file (imported once per process, under a name derived from its path).
+    One ValueError naming the plugin that cannot be imported."""
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for name in names:
+        try:
+            if name.endswith(".py") or "/" in name:
+                path = Path(name).expanduser().resolve()
+                module = f"lorasoup_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+                if module in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(module, path)
+                if spec is None or spec.loader is None or not path.is_file():
+                    raise ImportError(f"no Python file at {path}")
+                loaded = importlib.util.module_from_spec(spec)
+                sys.modules[module] = loaded
+                try:
+                    spec.loader.exec_module(loaded)
+                except BaseException:
+                    del sys.modules[module]
+                    raise
+            else:
+                importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001  (any import failure is this plugin's)
+            raise ValueError(f"plugin {name!r} cannot be imported: {type(err).__name__}: {err}") from None

@@ -40,10 +40,3 @@ def ensure_adapter(base: BaseRef, task: Task, training: TrainingConfig, storage:
     the trained files never leave the worker that made them."""
     return lib.ensure_adapter(base.load(), task, training, open_registry(storage, run.tracking_uri), run,
                               embed_examples=embed_examples)
-
-
-@task(task_run_name="ensure-datamix", cache_policy=NONE, **IO_RETRIES)
-def ensure_datamix(pool: lib.PoolConfig, base: BaseRef, storage: StorageConfig, run: RunContext,
-                   seed: int) -> lib.EnsuredAdapter:
-    """The DATA-MIX baseline: one adapter trained on a mixture of the pool's data, registered."""
-    return lib.ensure_datamix(pool, base.load(), open_registry(storage, run.tracking_uri), run, seed=seed)

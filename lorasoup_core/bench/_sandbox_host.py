@@ -18,6 +18,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,21 +245,27 @@ def disk_over(workdir: str, max_bytes: int, max_entries: int, uid: int | None = 
     if _tree_over(workdir, budget):
         return True
     for directory in shared if uid is not None else ():
-        try:
-            listing = os.scandir(directory)
-        except OSError:
-            continue
-        with listing:
-            for entry in listing:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if st.st_uid != uid or entry.path == workdir:
-                    continue
-                if _charge(budget, st) or (stat.S_ISDIR(st.st_mode) and _tree_over(entry.path, budget)):
-                    return True
+        for path, st in _entries(directory):
+            if st.st_uid != uid or path == workdir:
+                continue
+            if _charge(budget, st) or (stat.S_ISDIR(st.st_mode) and _tree_over(path, budget)):
+                return True
     return False
+
+
+def _entries(directory: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, lstat) of each entry of `directory`; an unreadable directory or entry (gone meanwhile, no
+    permission) is skipped."""
+    try:
+        listing = os.scandir(directory)
+    except OSError:
+        return
+    with listing:
+        for entry in listing:
+            try:
+                yield entry.path, entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
 
 
 def _charge(budget: list[int], st: os.stat_result) -> bool:
@@ -270,20 +277,11 @@ def _charge(budget: list[int], st: os.stat_result) -> bool:
 def _tree_over(path: str, budget: list[int]) -> bool:
     stack = [path]
     while stack:
-        try:
-            listing = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with listing:
-            for entry in listing:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if _charge(budget, st):
-                    return True
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
+        for entry, st in _entries(stack.pop()):
+            if _charge(budget, st):
+                return True
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(entry)
     return False
 
 
@@ -309,23 +307,16 @@ def _world_writable(roots: list[str], skip_owners: range) -> tuple[str, ...]:
         directory = stack.pop()
         try:
             st = os.stat(directory)
-            listing = os.scandir(directory)
         except OSError:
             continue
         if (st.st_dev, st.st_ino) in seen:
-            listing.close()
             continue
         seen.add((st.st_dev, st.st_ino))
         if st.st_mode & stat.S_IWOTH:
             found.append(directory)
-        with listing:
-            for entry in listing:
-                try:
-                    sub = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(sub.st_mode) and sub.st_mode & stat.S_IXOTH and sub.st_uid not in skip_owners:
-                    stack.append(entry.path)
+        for entry, sub in _entries(directory):
+            if stat.S_ISDIR(sub.st_mode) and sub.st_mode & stat.S_IXOTH and sub.st_uid not in skip_owners:
+                stack.append(entry)
     return tuple(sorted(found))
 
 

@@ -151,7 +151,12 @@ def _canonical_text(text: str) -> str:
 
 def bbh_correct(generation: str, target: str) -> bool:
     """Whether the answer extracted from ``generation`` equals the BBH ``target``."""
-    answer = extract_bbh_answer(generation, target)
+    return bbh_answer_matches(extract_bbh_answer(generation, target), target)
+
+
+def bbh_answer_matches(answer: str | None, target: str) -> bool:
+    """Whether an extracted answer equals the BBH ``target``: numbers as numbers, text canonicalised, option
+    letters and yes/no-style words exactly."""
     if answer is None:
         return False
     kind = answer_kind(target)

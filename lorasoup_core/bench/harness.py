@@ -18,7 +18,7 @@ from typing import Any
 from lorasoup_core.bench.generation import GenerationResult, generate
 from lorasoup_core.bench.metrics import pal_scores, score_all
 from lorasoup_core.bench.stats import cell_interval, macro_interval
-from lorasoup_core.bench.suites import BENCHMARKS, GENERIC, BenchmarkConfig
+from lorasoup_core.bench.suites import BENCHMARKS, GENERIC, BenchmarkConfig, with_settings
 from lorasoup_core.data import DataError, Example, Task, bbh_cot_prompt, list_tasks, load_task
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.reporting import ResultRow
@@ -38,6 +38,7 @@ class EvalReport:
     macro: tuple[float, float, float] | None
     throughput: dict[str, float]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    metrics: dict[str, list[str]] = field(default_factory=dict)  # task -> the metric of each of its rows, in order
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": [r.to_dict() for r in self.rows], "macro": self.macro, "throughput": self.throughput}
@@ -198,14 +199,15 @@ def metrics_for(config: BenchmarkConfig, task: Task) -> tuple[str, tuple[str, ..
 def score_predictions(config: BenchmarkConfig, task: Task, predictions: list[str],
                       targets: list[str]) -> dict[str, list[float]]:
     """Per-example scores of every metric the harness reports for ``task`` (the harness's only scoring
-    path; the gold-target tests go through it too)."""
+    path; the gold-target tests go through it too). The main metric reads answers through the config's
+    extractor when it names one; companions through their own."""
     metric, extras = metrics_for(config, task)
     per_metric: dict[str, list[float]] = {}
     if metric == "pal":  # one concurrent sandbox pass scores both PAL and the last number
-        per_metric = pal_scores(predictions, targets)
+        per_metric = pal_scores(predictions, targets, extract=config.extract)
     for name in (metric, *extras):
         if name not in per_metric:
-            per_metric[name] = score_all(name, predictions, targets)
+            per_metric[name] = score_all(name, predictions, targets, config.extract if name == metric else None)
     return per_metric
 
 
@@ -264,6 +266,12 @@ def _choices(base: LoadedModel, model: Any, task: Task, config: BenchmarkConfig,
     return choose(base, prompts, options, model=model, batch_size=batch_size, max_batch_tokens=config.max_batch_tokens)
 
 
+def _row_metrics(config: BenchmarkConfig, task: Task, rows: list[ResultRow]) -> list[str]:
+    """The metric each of a task's rows reports: the main one, then the companions (`mc` last, when scored)."""
+    metric, extras = metrics_for(config, task)
+    return [metric, *extras, "mc"][: len(rows)]
+
+
 def _label(mode: str, adapter: str | Path | None, cot: bool, method_label: str | None) -> str:
     if method_label:
         return method_label
@@ -288,14 +296,8 @@ def evaluate_task(base: LoadedModel, task: Task, mode: str = "zero-shot", adapte
     with adapter_model(base, adapter if mode == "adapter" else None, merge=config.merge_adapter) as model:
         rows, preds, scores, gen = _score_task(base, model, task, config, mode, label, limit, k_shot, exclude,
                                                seed, batch_size, cot_prompt, progress)
-    return EvalReport(rows, cell_interval([scores], seed=seed), GenerationResult.combine([gen]), {task.name: preds})
-
-
-def with_settings(config: BenchmarkConfig, settings: dict[str, Any] | None) -> BenchmarkConfig:
-    """``config`` with some fields replaced, validated like the config itself."""
-    if not settings:
-        return config
-    return BenchmarkConfig.model_validate({**config.model_dump(), **settings})
+    return EvalReport(rows, cell_interval([scores], seed=seed), GenerationResult.combine([gen]), {task.name: preds},
+                      {task.name: _row_metrics(config, task, rows)})
 
 
 def benchmark_tasks(benchmark: str, tasks: str | list[str] = "all", path: str | None = None) -> list[str]:
@@ -333,7 +335,7 @@ def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str]
     names = benchmark_tasks(benchmark, tasks, path)
     loaded = [load_task({"source": config.source, "name": n, "path": path, "seed": seed}) for n in names]
     label = _label(mode, adapter, cot, method_label)
-    rows, preds, per_task, gens = [], {}, {}, []
+    rows, preds, per_task, gens, metrics = [], {}, {}, [], {}
     with adapter_model(base, adapter if mode == "adapter" else None, merge=config.merge_adapter) as model:
         for task in loaded:
             cot_prompt = bbh_cot_prompt(task.name, path) if cot else None
@@ -342,4 +344,6 @@ def evaluate_benchmark(base: LoadedModel, benchmark: str, tasks: str | list[str]
                 progress)
             rows += task_rows
             gens.append(gen)
-    return EvalReport(rows, macro_interval({t: [v] for t, v in per_task.items()}, seed=seed), GenerationResult.combine(gens), preds)
+            metrics[task.name] = _row_metrics(config, task, task_rows)
+    return EvalReport(rows, macro_interval({t: [v] for t, v in per_task.items()}, seed=seed),
+                      GenerationResult.combine(gens), preds, metrics)

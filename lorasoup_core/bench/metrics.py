@@ -1,49 +1,79 @@
-"""Per-example metrics (a registry of ``(prediction, target, **kw) -> 0.0 | 1.0`` functions) and
-bootstrap confidence intervals for their means.
+"""Per-example metrics and bootstrap confidence intervals for their means.
 
-Registered metrics: "exact_match" (LoraHub's normalisation), "bbh" (answer extraction, then
-format-aware comparison), "gsm8k" (final number, numeric comparison), "pal" (run the generated
-``solution()`` in the sandbox and compare its value), "last_number" (the last number in the text,
-the usual companion score of PAL).
+A metric compares an extracted answer with the target (0.0 or 1.0); the answer comes from the generation
+through an extractor (`bench.extract`), the metric's own unless the benchmark names another. Registered:
+"exact_match" (LoraHub's normalisation, on the raw generation), "bbh" (the BBH extractor, then a
+format-aware comparison), "gsm8k" (the final number, numeric comparison), "pal" (run the extracted program's
+``solution()`` in the sandbox and compare its value), "last_number" (the last number in the text, the usual
+companion score of PAL).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lorasoup_core.bench import answers
+from lorasoup_core.bench.extract import extract_all
 from lorasoup_core.bench.sandbox import SandboxResult, run_many, run_untrusted
 from lorasoup_core.plugins import Registry
 
-Metric = Callable[..., float]
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    compare: Callable[..., float]  # (answer | None, target, **kw) -> 0.0 | 1.0
+    extract: str  # the EXTRACTORS entry that turns a generation into its answer
+
+
 METRICS: Registry[Metric] = Registry("metric")
 
 # PAL answers are floats computed by code: compare with a tolerance (1e-4 relative or 1e-6 absolute).
 PAL_REL_TOL, PAL_ABS_TOL = 1e-4, 1e-6
 
 
-@METRICS.register("exact_match", "em")
-def exact_match(prediction: str, target: str, **_: Any) -> float:
-    """1.0 when prediction and target are equal after LoraHub's normalisation."""
-    return float(answers.exact_match(prediction, target))
+def metric(name: str, *aliases: str, extract: str) -> Callable[[Callable[..., float]], Callable[..., float]]:
+    """Register `compare(answer, target, **kw)` as the metric `name`, reading answers from `extract`."""
+
+    def decorator(fn: Callable[..., float]) -> Callable[..., float]:
+        METRICS.register(name, *aliases)(Metric(name, fn, extract))
+        return fn
+
+    return decorator
 
 
-@METRICS.register("bbh")
-def bbh(prediction: str, target: str, **_: Any) -> float:
-    """1.0 when the answer extracted from a free-form generation equals the BBH target."""
-    return float(answers.bbh_correct(prediction, target))
+@metric("exact_match", "em", extract="raw")
+def exact_match(answer: str | None, target: str, **_: Any) -> float:
+    """1.0 when answer and target are equal after LoraHub's normalisation."""
+    return float(answer is not None and answers.exact_match(answer, target))
 
 
-@METRICS.register("gsm8k")
-def gsm8k(prediction: str, target: str, **_: Any) -> float:
-    """1.0 when the prediction's final number equals the reference's ("#### N" or a bare number)."""
+@metric("bbh", extract="bbh")
+def bbh(answer: str | None, target: str, **_: Any) -> float:
+    """1.0 when the extracted answer equals the BBH target (numbers as numbers, text canonicalised)."""
+    return float(answers.bbh_answer_matches(answer, target))
+
+
+@metric("gsm8k", extract="final_number")
+def gsm8k(answer: str | None, target: str, **_: Any) -> float:
+    """1.0 when the answer's number equals the reference's final number ("#### N" or a bare number)."""
     reference = answers.gsm8k_reference(target)
     if reference is None:
         raise ValueError(f"GSM8K target has no number: {target!r}")
-    return float(answers.numbers_close(answers.extract_gsm8k_number(prediction), reference))
+    return float(answers.numbers_close(_as_number(answer), reference))
+
+
+def _as_number(answer: str | None) -> float | None:
+    """A number extractor's answer exactly (its text is the float's repr), else the first number in it."""
+    if answer is None:
+        return None
+    try:
+        return float(answer)
+    except ValueError:
+        return answers.parse_number(answer)
 
 
 def _target_value(target: str | float) -> float:
@@ -74,45 +104,50 @@ def pal_correct(result: SandboxResult, target: str | float) -> bool:
     )
 
 
-@METRICS.register("pal")
-def pal(prediction: str, target: str | float, **sandbox_kwargs: Any) -> float:
-    """Run the generated program's ``solution()`` in the sandbox; 1.0 when it returns the target.
+@metric("pal", extract="code")
+def pal(answer: str | None, target: str | float, **sandbox_kwargs: Any) -> float:
+    """Run the extracted program's ``solution()`` in the sandbox; 1.0 when it returns the target.
 
     Keyword arguments go to :func:`~lorasoup_core.bench.sandbox.run_untrusted` (timeout_s, ...).
     """
-    result = run_untrusted(answers.extract_code(prediction), entry="solution", **sandbox_kwargs)
-    return float(pal_correct(result, target))
+    if answer is None:
+        return 0.0
+    return float(pal_correct(run_untrusted(answer, entry="solution", **sandbox_kwargs), target))
 
 
-@METRICS.register("last_number")
-def last_number(prediction: str, target: str | float, **_: Any) -> float:
-    """1.0 when the last number written in the prediction equals the target (PAL tolerance)."""
-    return float(
-        answers.numbers_close(
-            answers.last_number(prediction), _target_value(target), rel_tol=PAL_REL_TOL, abs_tol=PAL_ABS_TOL
-        )
-    )
+@metric("last_number", extract="last_number")
+def last_number(answer: str | None, target: str | float, **_: Any) -> float:
+    """1.0 when the answer's number (the last one written) equals the target (PAL tolerance)."""
+    return float(answers.numbers_close(_as_number(answer), _target_value(target), rel_tol=PAL_REL_TOL,
+                                       abs_tol=PAL_ABS_TOL))
 
 
 def pal_scores(
-    predictions: Sequence[str], targets: Sequence[str | float], workers: int = 2, **sandbox_kwargs: Any
+    predictions: Sequence[str], targets: Sequence[str | float], workers: int = 2, extract: str | None = None,
+    **sandbox_kwargs: Any
 ) -> dict[str, list[float]]:
-    """PAL and last-number scores for a batch, running ``workers`` sandboxes concurrently."""
+    """PAL and last-number scores for a batch, running ``workers`` sandboxes concurrently (``extract``: the
+    PAL answer's extractor, default its own)."""
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
-    results = run_many([answers.extract_code(p) for p in predictions], workers=workers, **sandbox_kwargs)
+    programs = extract_all(extract or METRICS.get("pal").extract, list(predictions), [str(t) for t in targets])
+    ran = iter(run_many([p for p in programs if p is not None], workers=workers, **sandbox_kwargs))
+    results = [None if p is None else next(ran) for p in programs]
     return {
-        "pal": [float(pal_correct(r, t)) for r, t in zip(results, targets, strict=True)],
-        "last_number": [last_number(p, t) for p, t in zip(predictions, targets, strict=True)],
+        "pal": [float(r is not None and pal_correct(r, t)) for r, t in zip(results, targets, strict=True)],
+        "last_number": score_all("last_number", predictions, targets),
     }
 
 
-def score_all(metric: str, predictions: Sequence[str], targets: Sequence[str], **kwargs: Any) -> list[float]:
-    """Apply a registered metric to aligned predictions and targets."""
+def score_all(name: str, predictions: Sequence[str], targets: Sequence[Any], extract: str | None = None,
+              **kwargs: Any) -> list[float]:
+    """Apply a registered metric to aligned generations and targets: each generation's answer is extracted
+    (by ``extract``, default the metric's own extractor), then compared."""
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
-    fn = METRICS.get(metric)
-    return [fn(p, t, **kwargs) for p, t in zip(predictions, targets, strict=True)]
+    spec = METRICS.get(name)
+    found = extract_all(extract or spec.extract, list(predictions), [str(t) for t in targets])
+    return [spec.compare(a, t, **kwargs) for a, t in zip(found, targets, strict=True)]
 
 
 # ---------------------------------------------------------------------------------------- bootstrap

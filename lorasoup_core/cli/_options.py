@@ -16,7 +16,7 @@ def model_config(spec: str | None, device: str | None, dtype: str | None,
                  base: ModelConfig | None = None) -> ModelConfig:
     """`base` (a config's model, else the defaults) with the flags given on the command line over it; a
     malformed device or an unknown dtype is a usage error (exit 2) before anything loads."""
-    from lorasoup_core.experiment.config import check_device_and_dtype
+    from lorasoup_core.experiment.checks import check_device_and_dtype
 
     given = {k: v for k, v in {"spec": spec, "device": device, "dtype": dtype}.items() if v}
     model = (base or ModelConfig()).model_copy(update=given)

@@ -26,13 +26,16 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 
 
 def compose_cmd(
-    target: str = typer.Option(..., help="Target task, e.g. skills:count_then_add or bbh:navigate (with an "
+    target: str = typer.Option(None, help="Target task, e.g. skills:count_then_add or bbh:navigate (with an "
                                "experiment --config: one of its targets, by spec or name)."),
-    method: str = typer.Option("lorahub", help="Composer: lorahub, cat, cat_fewshot, uniform, linear, ties, "
-                               "dare_linear, dare_ties, svd, ties_svd, dare_linear_svd, dare_ties_svd, centroid "
-                               "(with an experiment --config: any name in its `methods`, variants included)."),
-    sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-settings."),
-    list_settings: bool = typer.Option(False, "--list-settings", help="Print every method's settings and exit."),
+    method: str = typer.Option("lorahub", help="A method that yields an adapter: lorahub, cat, cat_fewshot, uniform, "
+                               "linear, ties, dare_linear, dare_ties, svd, ties_svd, dare_linear_svd, dare_ties_svd, "
+                               "centroid, ... (--list-methods; with an experiment --config: any name in its "
+                               "`methods`, variants included)."),
+    sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-methods."),
+    list_methods: bool = typer.Option(False, "--list-methods", "--list-settings",
+                                      help="Print every method (composers and baselines): what it consumes and "
+                                      "yields, and its settings; then exit."),
     filter_: str = typer.Option(None, "--filter", help="random, loss, embedding or oracle, comma-chained "
                                 "(default: embedding, or the experiment's)."),
     k: int = typer.Option(None, "-k", min=1, help="Candidates kept (default 20, or the experiment's)."),
@@ -57,25 +60,30 @@ def compose_cmd(
     --config configs/study_skills.yaml --target skills:count_then_add --method lorahub-cma --seed 1."""
     from lorasoup_core.cli.pool import preflight_config
 
-    if not list_settings:
+    if not list_methods:
+        if not target:
+            raise typer.BadParameter("a target task is needed (e.g. skills:count_then_add)", param_hint="--target")
         preflight_config(config, experiment_only=True)  # before the heavy imports: its store and tracking server
-    from lorasoup_core.compose import COMPOSERS, CompositionError, settings_for, settings_help
+    from lorasoup_core.methods import METHODS, MethodError, Yields, methods_help, settings_for
     from lorasoup_core.plugins import UnknownPluginError
     from lorasoup_core.selection import FILTERS
 
-    if list_settings:
-        typer.echo(settings_help())
+    if list_methods:
+        typer.echo(methods_help())
         return
     plan = _plan(config, target, method, filter_, k, shots, model, seed, device, dtype)
-    for registry, names, hint in ((COMPOSERS, [plan.composer], "--method"), (FILTERS, plan.filters, "--filter")):
+    for registry, names, hint in ((METHODS, [plan.method], "--method"), (FILTERS, plan.filters, "--filter")):
         try:
             for name in names:
                 registry.get(name)  # an unknown name fails before any model is loaded
         except UnknownPluginError as err:
             raise typer.BadParameter(str(err), param_hint=hint) from None
+    if METHODS.get(plan.method).yields != Yields.ADAPTER:
+        raise typer.BadParameter(f"{method!r} yields no adapter (a way of prompting the base); score it with "
+                                 "`lorasoup eval --mode` or in an experiment", param_hint="--method")
     try:
-        settings = settings_for(plan.composer, {**plan.settings, **_parse_sets(sets)})
-    except CompositionError as err:
+        settings = settings_for(plan.method, {**plan.settings, **_parse_sets(sets)})
+    except MethodError as err:
         raise typer.BadParameter(str(err), param_hint="--set") from None
     _compose(plan, settings, method, export_rank, base_ref.value if base_ref else None)
 
@@ -105,62 +113,57 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
             except ConfigError as err:
                 raise typer.BadParameter(str(err), param_hint="--config") from None
     if exp is None:
-        return _Plan(experiment=None, config=config, target=target, composer=method, settings={},
+        return _Plan(experiment=None, config=config, target=target, index=None, method=method, settings={},
                      filters=(filter_ or "embedding").split(","), k=20 if k is None else k, shots=shots or 5,
                      model=model_config(model, device, dtype), seed=seed or 0, exclude_target=False)
-    chosen = [t for t in exp.targets if target in (t.task if isinstance(t.task, str) else None, t.name)]
-    if not chosen:
+    index = [i for i, t in enumerate(exp.targets) if target in (t.task if isinstance(t.task, str) else None, t.name)]
+    if not index:
         raise typer.BadParameter(f"{target!r} is not a target of {config}; its targets: "
                                  f"{', '.join(t.name for t in exp.targets)}", param_hint="--target")
     if method not in exp.methods:
         raise typer.BadParameter(f"{method!r} is not in the methods of {config}: {', '.join(exp.methods)}",
                                  param_hint="--method")
-    selection = exp.selection_of(method)
-    return _Plan(experiment=exp, config=config, target=chosen[0].task, composer=exp.composer_of(method),
+    chosen, selection = exp.targets[index[0]], exp.selection_of(method)
+    return _Plan(experiment=exp, config=config, target=chosen.task, index=index[0], method=exp.method_of(method),
                  settings=exp.settings(method).model_dump(), filters=filter_.split(",") if filter_ else selection.filters,
-                 k=selection.k if k is None else k, shots=shots or chosen[0].shots,
+                 k=selection.k if k is None else k, shots=shots or chosen.shots,
                  model=model_config(model, device, dtype, exp.model), seed=exp.seed if seed is None else seed,
                  exclude_target=selection.exclude_target)
 
 
 def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None, base_ref: str | None) -> None:
     from lorasoup_core.compose import CompositionError
-    from lorasoup_core.compose.target import compose_for_target
-    from lorasoup_core.data import load_task
-    from lorasoup_core.models.cache import shared_model
-    from lorasoup_core.pool import pool_candidates, register_adapter
-    from lorasoup_core.pool.hub import pool_task_names
-    from lorasoup_core.registry import open_registry
-    from lorasoup_core.selection import FilterSpec, select_candidates
+    from lorasoup_core.config import StorageConfig
+    from lorasoup_core.data import parse_spec
+    from lorasoup_core.experiment import SelectionConfig
+    from lorasoup_core.experiment.cell import CellSpec, PlannedMethod, cell_of, run_cell
+    from lorasoup_core.models.cache import resolve_base
+    from lorasoup_core.settings import get_settings
     from lorasoup_core.tracking import RunContext
 
     exp = plan.experiment
-    reg = open_registry(exp.storage, exp.tracking.tracking_uri) if exp else open_registry()
-    task = load_task(plan.target)
-    fit = task.draw_shots(plan.shots, plan.seed)
-    base = shared_model(plan.model)
-    candidates = pool_candidates(reg, plan.model.spec, base.fingerprint, pool_task_names(exp) if exp else None)
-    if not candidates:
-        raise typer.BadParameter(f"no registered adapters on {plan.model.spec}; run `lorasoup pool train` first")
-    chain = [FilterSpec(name=f, k=plan.k, seed=plan.seed) for f in plan.filters]
-    exclude = {task.name} if plan.exclude_target else set()
-    sel = select_candidates(base, candidates, task, fit, chain, plan.k, exclude)
-    for line in sel.log:
-        typer.echo(f"selection: {line}")
-    train_data = {}
-    if plan.config:
-        from lorasoup_core.pool import load_pool_file, training_data
+    selection = SelectionConfig(filters=plan.filters, k=plan.k, exclude_target=plan.exclude_target)
+    name = label if exp else plan.method
+    if exp:  # the run's own cell for this one method, with the flags' changes
+        cell = cell_of(exp, plan.index, plan.seed, [label])
+        cell.methods = [PlannedMethod(name, plan.method, settings, selection)]
+        cell.shots, cell.evaluation, storage = plan.shots, None, exp.storage
+    else:
+        pool = None
+        if plan.config:
+            from lorasoup_core.experiment import load_pool_file
 
-        pool = exp.pool if exp else load_pool_file(plan.config).pool
-        train_data = training_data(pool, [c.name for c in sel.candidates])
-    run = RunContext(exp.experiment_name if exp else f"compose-{task.name}", exp.tracking.tracking_uri if exp else None,
-                     store_uri=reg.store.uri)
+            pool = load_pool_file(plan.config).pool
+        cell = CellSpec(plan.target, plan.shots, plan.seed, [PlannedMethod(name, plan.method, settings, selection)],
+                        selection, experiment_seed=plan.seed, pool=pool)
+        storage = StorageConfig()
+    cell.export_rank, cell.base_ref = export_rank, base_ref
+    run = RunContext(exp.experiment_name if exp else f"compose-{parse_spec(plan.target).name}",
+                     exp.tracking.tracking_uri if exp else None, store_uri=storage.uri or get_settings().store_uri)
     try:
-        composed = compose_for_target(base, sel.candidates, task, fit, plan.composer, settings, run, seed=plan.seed,
-                                      train_data=train_data, export_rank=export_rank, base_ref=base_ref,
-                                      **({"label": label} if exp else {}))
+        result = run_cell(cell, resolve_base(plan.model), storage, run, say=lambda line: typer.echo(f"selection: {line}"))
     except CompositionError as err:
         raise typer.BadParameter(str(err), param_hint="--method") from None
-    version = register_adapter(reg, composed.adapter_dir, composed.run_id)
-    typer.echo("weights: " + ", ".join(f"{n}={w:.3f}" for n, w in composed.weights.items()))
-    typer.echo(f"registered {version.ref} at {version.store_uri}")
+    done = result.methods[name]
+    typer.echo("weights: " + ", ".join(f"{n}={w:.3f}" for n, w in done.output.weights.items()))
+    typer.echo(f"registered {done.version.ref} at {done.version.store_uri}")

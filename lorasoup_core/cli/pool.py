@@ -27,7 +27,8 @@ def preflight(store: str | None, tracking_uri: str | None, *, store_source: str 
     """Before any work: the store (unless `check_store` is False) and the tracking server this command
     will use answer within the preflight's 5 s, else one line naming them and exit 2. None: the
     environment's default."""
-    from lorasoup_core.settings import ServicesUnreachable, check_uris, get_settings
+    from lorasoup_core.services import ServicesUnreachable, check_uris
+    from lorasoup_core.settings import get_settings
 
     settings = get_settings()
     try:
@@ -110,8 +111,9 @@ def train_cmd(config: Path = typer.Option(..., "--config", "-c", help="Pool YAML
     training config are skipped."""
     preflight_config(config)
     from lorasoup_core.config import ConfigError
+    from lorasoup_core.experiment import load_pool_file
     from lorasoup_core.models.cache import shared_model
-    from lorasoup_core.pool import ensure_pool, load_pool_file
+    from lorasoup_core.pool import ensure_pool
     from lorasoup_core.registry import open_registry
     from lorasoup_core.tracking import RunContext
 

@@ -18,7 +18,6 @@ from lorasoup_core.compose.base import (
     ObjectiveSettings,
     composer,
     settings_for,
-    settings_help,
 )
 from lorasoup_core.compose.engine import Engine, applied
 from lorasoup_core.compose.export import export_peft
@@ -29,7 +28,7 @@ from lorasoup_core.models import LoadedModel
 
 __all__ = ["COMPOSERS", "Candidate", "ComposerOutput", "ComposerSettings", "ComposerSpec", "Composition",
            "CompositionError", "Engine", "FewShot", "Inputs", "ObjectiveSettings", "Stack", "applied", "compose",
-           "composer", "export_peft", "few_shot_loss", "settings_for", "settings_help"]
+           "composer", "export_peft", "few_shot_loss", "settings_for"]
 
 
 def compose(method: str, base: LoadedModel, candidates: list[Candidate], target: Task, shots: list[Example],

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from lorasoup_core.compose.stack import CompositionError, Stack
-from lorasoup_core.config import StrictModel
+from lorasoup_core.config import MethodSettings, validate_settings
 from lorasoup_core.data import Example, Task
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.plugins import Registry
@@ -20,7 +20,7 @@ Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A [R, in], 
 Weights = list[float] | dict[str, list[float]]  # per adapter, or per module per adapter (cat)
 
 
-class ComposerSettings(StrictModel):
+class ComposerSettings(MethodSettings):
     """A composer's parameters; each method declares its own subclass beside its function."""
 
 
@@ -86,29 +86,12 @@ def composer(name: str, settings: type[ComposerSettings] = ComposerSettings, *, 
 
 
 def settings_for(method: str, values: ComposerSettings | Mapping[str, Any] | None = None) -> ComposerSettings:
-    """The method's settings, validated by its own class: an unknown key or a bad value is one error that
+    """The composer's settings, validated by its own class: an unknown key or a bad value is one error that
     names the method and lists what it accepts."""
-    spec = COMPOSERS.get(method)
-    if isinstance(values, spec.settings):
-        return values
-    if isinstance(values, ComposerSettings):
-        values = values.model_dump(exclude_unset=True)
     try:
-        return spec.settings.model_validate(dict(values or {}))
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors())
-        accepted = ", ".join(spec.settings.model_fields) or "no settings"
-        raise CompositionError(f"settings of method {method!r}: {problems} (it accepts: {accepted})") from None
-
-
-def settings_help() -> str:
-    """One line per composer: its settings with defaults (for `lorasoup compose --help`)."""
-    lines = []
-    for name in COMPOSERS.names():
-        fields = COMPOSERS.get(name).settings.model_fields
-        items = ", ".join(f"{k}={f.default!r}" for k, f in fields.items()) or "(none)"
-        lines.append(f"{name}: {items}")
-    return "\n".join(lines)
+        return validate_settings(method, COMPOSERS.get(method).settings, values)
+    except ValueError as err:
+        raise CompositionError(str(err)) from None
 
 
 @dataclass

@@ -7,8 +7,9 @@ from lorasoup_core.experiment.config import (
     SelectionConfig,
     TargetConfig,
     load_experiment,
+    load_pool_file,
 )
 from lorasoup_core.experiment.results import ExperimentResult, TargetResult
 
 __all__ = ["EvalConfig", "ExperimentConfig", "ExperimentResult", "SelectionConfig", "TargetConfig", "TargetResult",
-           "load_experiment", "report"]
+           "load_experiment", "load_pool_file", "report"]

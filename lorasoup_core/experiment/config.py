@@ -6,23 +6,24 @@ methods with their own settings, and the evaluation.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from lorasoup_core.adapters import slug_clash
-from lorasoup_core.compose import ComposerSettings, settings_for
-from lorasoup_core.config import ConfigError, ModelConfig, StrictModel, load_config
-from lorasoup_core.data import COMPOSED_TASKS, DataError, TaskSpec, list_tasks, load_task, parse_spec
-from lorasoup_core.data.spec import get_source
+from lorasoup_core.config import MethodSettings, ModelConfig, StrictModel, load_config, read_yaml
+from lorasoup_core.data import COMPOSED_TASKS, TaskSpec, parse_spec
+from lorasoup_core.experiment.checks import check_device_and_dtype, check_task_name
+from lorasoup_core.methods import METHODS, Consumes, Yields, settings_for
 from lorasoup_core.pool.config import PoolConfig, PoolFile
 
 if TYPE_CHECKING:
     from lorasoup_core.bench.suites import BenchmarkConfig
 
-Baseline = Literal["zero-shot", "icl", "datamix"]
+# What a config that lists no baseline in `methods` and no `eval.baselines` was evaluated beside before
+# baselines became methods: such a config still is.
+LEGACY_BASELINES = ("zero-shot", "icl")
 
 
 def _known(registry: Any, names: Any) -> Any:
@@ -35,72 +36,6 @@ def _known(registry: Any, names: Any) -> Any:
         except UnknownPluginError as err:
             raise ValueError(str(err)) from None
     return names
-
-
-# Sources whose `name` picks one of the tasks their lister names (file sources take any name).
-_NAMED_SOURCES = ("skills", "bbh")
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-def _on_hub(spec: TaskSpec) -> bool:
-    """A hub dataset id (e.g. lukaemon/bbh): not looked up while validating, which must work offline."""
-    path = spec.path
-    return spec.source == "hf" or (bool(path) and not Path(path).expanduser().exists() and "/" in path
-                                   and not path.startswith(("/", ".", "~")))
-
-
-def check_task_name(spec: TaskSpec | dict | str) -> TaskSpec:
-    """A task spec whose source is known and, for skills and BBH, whose task exists (BBH: when its data is
-    on this machine; a GPU worker may hold data this one lacks, see `check_task_data`)."""
-    s = parse_spec(spec)
-    get_source(s.source)  # unknown source: lists the known ones
-    if s.source not in _NAMED_SOURCES or _on_hub(s):
-        return s
-    try:
-        known = list_tasks(s.source, s.path)
-    except DataError:
-        return s
-    if s.name not in known:
-        raise ValueError(f"unknown {s.source} task {s.name!r}; known: {', '.join(known)}")
-    return s
-
-
-def check_device_and_dtype(model: ModelConfig) -> ModelConfig:
-    """The form only: a config is portable, so a GPU it names is looked for where the model loads."""
-    if not _DEVICE.fullmatch(model.device):
-        raise ValueError(f"device {model.device!r}: expected auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
-    import torch
-
-    from lorasoup_core.models.base import resolve_dtype
-
-    resolve_dtype(model.dtype, torch.device("cpu"))  # unknown dtype: a ValueError listing the known ones
-    return model
-
-
-def check_task_data(cfg: ExperimentConfig, pool: bool = True) -> None:
-    """Load every target (and, with `pool`, every pool task) as this machine would: for runs whose steps
-    run here, so missing data or a bad task is found before any training. Hub datasets are left out."""
-    specs = [(f"targets.{i}.task", t.task) for i, t in enumerate(cfg.targets)]
-    specs += [(f"pool.tasks.{i}", t) for i, t in enumerate(cfg.pool.tasks)] if pool else []
-    oracle = any("oracle" in cfg.selection_of(m).filters for m in cfg.methods)
-    problems = []
-    for where, spec in specs:
-        if _on_hub(parse_spec(spec)):
-            continue
-        try:
-            task = load_task(spec)
-        except (ValueError, OSError) as err:  # DataError is a ValueError
-            problems.append(f"  {where}: {err}")
-            continue
-        if oracle and where.startswith("targets") and not task.components:
-            problems.append(f"  {where}: the oracle filter needs a target built from pool tasks (a composed "
-                            f"skill); {task.name!r} names none")
-    if pool:  # hook: a published pool (`hub_pool`) is registered, or the hub answers
-        from lorasoup_core.pool.hub import config_problems
-
-        problems += [f"  {p}" for p in config_problems(cfg)]
-    if problems:
-        raise ConfigError("\n".join([f"config {cfg.name!r}: task data ({len(problems)} problem(s))", *problems]))
 
 
 class SelectionConfig(StrictModel):
@@ -134,37 +69,60 @@ class TargetConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
+    """How targets are evaluated. A target is scored with its benchmark's registered settings (a skills task
+    with the skills suite's, a gsm-hard task with PAL's stop strings and sandbox, a BBH task with BBH's answer
+    extraction; a task of no benchmark with the generic ones); a field set here overrides that field."""
+
     limit: int | None = Field(50, ge=1, description="Test examples scored per target (None = all).")
     k_shot: int = Field(3, ge=1, description="Demonstrations in the ICL baseline's prompt.")
     batch_size: int = Field(64, ge=1, description="Most rows per generation batch (see max_batch_tokens).")
-    baselines: list[Baseline] = Field(["zero-shot", "icl"], description="Baselines evaluated beside the composers.")
-    max_new_tokens: int = Field(16, ge=1, description="Greedy generation budget per example (LoraHub's: 256).")
-    icl_demos: Literal["per_example", "shared"] = Field(
-        "per_example", description="ICL demonstrations drawn per test example, or one draw shared by all.")
-    multiple_choice: bool = Field(False, description="Also score closed answer sets by option log-likelihood "
-                                  "(reported as '<method>/mc' beside exact match).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Greedy generation budget per example; default: "
+                                       "the target's benchmark's (16 for skills, 256 for gsm-hard; LoraHub's: 256).")
+    icl_demos: Literal["per_example", "shared"] | None = Field(
+        None, description="ICL demonstrations drawn per test example, or one draw shared by all; default: the "
+        "target's benchmark's.")
+    multiple_choice: bool | None = Field(None, description="Also score closed answer sets by option log-likelihood "
+                                         "(reported as '<method>/mc' beside exact match); default: the benchmark's.")
     max_batch_tokens: int | None = Field(8192, gt=0, description="Padded tokens (prompt + new) per generation "
                                          "batch: short prompts share big batches, long ones small; None: no limit.")
     merge_adapter: bool = Field(True, description="Merge the evaluated adapter into the base weights while "
                                 "scoring (restored exactly afterwards).")
+    scoring: dict[str, Any] = Field(default_factory=dict, description="Any other field of the benchmark's scoring "
+                                    "spec to override, e.g. {stop: ['\\n\\n'], extract: last_number, metric: "
+                                    "exact_match} (`lorasoup_core.bench.suites.BenchmarkConfig`).")
 
-    def benchmark(self) -> BenchmarkConfig:
-        """The generation settings of an evaluation of composed targets."""
+    @field_validator("scoring")
+    @classmethod
+    def _known_scoring_fields(cls, scoring: dict[str, Any]) -> dict[str, Any]:
         from lorasoup_core.bench.suites import GENERIC  # torch: not needed to validate a config
+        from lorasoup_core.bench.suites.base import with_settings
 
-        return GENERIC.model_copy(update={"max_new_tokens": self.max_new_tokens, "icl_demos": self.icl_demos,
-                                          "multiple_choice": self.multiple_choice,
-                                          "max_batch_tokens": self.max_batch_tokens,
-                                          "merge_adapter": self.merge_adapter})
+        with_settings(GENERIC, scoring)  # an unknown field or a bad value fails at load time
+        return scoring
+
+    def overrides(self) -> dict[str, Any]:
+        """The scoring-spec fields this config sets."""
+        named = {"max_new_tokens": self.max_new_tokens, "icl_demos": self.icl_demos,
+                 "multiple_choice": self.multiple_choice}
+        return {**{k: v for k, v in named.items() if v is not None}, "max_batch_tokens": self.max_batch_tokens,
+                "merge_adapter": self.merge_adapter, **self.scoring}
+
+    def scoring_for(self, source: str) -> BenchmarkConfig:
+        """The scoring spec of a target read from the data source `source` (its TaskSpec's): the source's
+        benchmark's, with this config's overrides."""
+        from lorasoup_core.bench.suites import scoring_spec
+        from lorasoup_core.bench.suites.base import with_settings
+
+        return with_settings(scoring_spec(source), self.overrides())
 
 
 class MethodVariant(StrictModel):
-    """A named variant of a composer, e.g. lorahub with lorasoup's exact formula, listed in `methods` by its
+    """A named variant of a method, e.g. lorahub with lorasoup's exact formula, listed in `methods` by its
     name and reported under it."""
 
-    method: str = Field(description="The composer (lorahub, cat, ties ...).")
-    settings: SerializeAsAny[ComposerSettings] = Field(
-        default_factory=ComposerSettings, description="The composer's settings, validated by its settings class.")
+    method: str = Field(description="The method (lorahub, cat, ties, icl ...; `lorasoup compose --list-methods`).")
+    settings: SerializeAsAny[MethodSettings] = Field(
+        default_factory=MethodSettings, description="The method's settings, validated by its settings class.")
     selection: SelectionConfig | None = Field(None, description="This variant's own candidate selection (e.g. "
                                               "another filter at the same k); default: the experiment's.")
 
@@ -172,16 +130,14 @@ class MethodVariant(StrictModel):
     @classmethod
     def _validate_settings(cls, value: Any) -> Any:
         if isinstance(value, dict) and isinstance(value.get("method"), str):
-            from lorasoup_core.compose import COMPOSERS
-
-            _known(COMPOSERS, [value["method"]])
+            _known(METHODS, [value["method"]])
             value = {**value, "settings": settings_for(value["method"], value.get("settings"))}
         return value
 
 
 def _given(settings: Any) -> dict[str, Any]:
     """The fields a settings value names: a mapping as written, or a settings object's explicitly set fields."""
-    if isinstance(settings, ComposerSettings):
+    if isinstance(settings, MethodSettings):
         return settings.model_dump(exclude_unset=True)
     return dict(settings) if isinstance(settings, dict) else {}
 
@@ -196,18 +152,23 @@ class ExperimentConfig(PoolFile):
                              "mean over seeds and the best seed, as LoraHub's protocol does (5 seeds); empty: `seed`.")
     targets: list[TargetConfig] = Field(description="Target tasks to compose for.")
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
-    methods: list[str] = Field(["lorahub", "cat", "uniform", "centroid"], description="Composers to run, by "
-                               "composer name or by the name of one of `variants`.")
+    methods: list[str] = Field(["lorahub", "cat", "uniform", "centroid", "zero-shot", "icl"], description="What "
+                               "the study compares, composers and baselines alike (`lorasoup compose "
+                               "--list-methods`), by method name or by the name of one of `variants`; "
+                               "evaluated and reported in this order.")
     variants: dict[str, MethodVariant] = Field(
         default_factory=dict, description="Named method variants, e.g. {lorahub-exact: {method: lorahub, "
         "settings: {formula: exact}}}; each name is listed in `methods` and reported under that name. A "
         "variant's settings start from its composer's section of `compose` and change only what it names.")
-    compose: dict[str, SerializeAsAny[ComposerSettings]] = Field(
+    compose: dict[str, SerializeAsAny[MethodSettings]] = Field(
         default_factory=dict, description="Settings per method, e.g. {lorahub: {budget: 40}, cat: {steps: 30}}; "
         "each validated by that method's settings class. Methods left out run with their defaults.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     compare_to: list[str] = Field(["zero-shot"], description="Methods or baselines every other method is compared "
                                   "with on the same examples (paired test: p-value and interval of the difference).")
+    plugins: list[str] = Field(default_factory=list, description="Modules (dotted names or .py paths) imported "
+                               "before the config is read: the methods, composers or filters they register can "
+                               "be named in it. Every process that runs a step imports them too.")
     hub_pool: list[str] = Field(default_factory=list, description="Published adapter pools imported from the hub "
                                 "as candidates, e.g. [lorahub:flan-t5-large] (`lorasoup pool import NAME --model "
                                 "SPEC`); validation needs them registered for `model.spec` or the hub answering.")
@@ -223,6 +184,34 @@ class ExperimentConfig(PoolFile):
     def experiment_name(self) -> str:
         """The MLflow experiment: `tracking.experiment` when set, else the config's name."""
         return self.tracking.experiment or self.name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _baselines_are_methods(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if isinstance(value.get("plugins"), list):  # first: the methods they register are named below
+            from lorasoup_core.plugins import load_plugins
+
+            load_plugins([str(p) for p in value["plugins"]])
+        # older configs list baselines in `eval.baselines` (default zero-shot, icl): they join `methods`
+        evaluation = value.get("eval")
+        methods = value.get("methods")
+        given = isinstance(evaluation, dict) and "baselines" in evaluation
+        if not given and not isinstance(methods, list):
+            return value  # the default `methods` has the baselines
+        baselines = evaluation.get("baselines") if given else None
+        if baselines is None:
+            variants = value.get("variants") if isinstance(value.get("variants"), dict) else {}
+            of = [v.get("method") if isinstance(v, dict) else None for v in variants.values()]
+            named = [m for m in (methods or []) if isinstance(m, str)] + [m for m in of if isinstance(m, str)]
+            baselines = [] if any(m in METHODS and not _is_composer(m) for m in named) else list(LEGACY_BASELINES)
+        if not isinstance(baselines, list):
+            return value  # `eval` reports the type error
+        methods = list(methods if isinstance(methods, list) else ExperimentConfig.model_fields["methods"].default)
+        methods += [b for b in baselines if b not in methods]
+        rest = {k: v for k, v in evaluation.items() if k != "baselines"} if isinstance(evaluation, dict) else evaluation
+        return {**value, "methods": methods, **({"eval": rest} if evaluation is not None else {})}
 
     @model_validator(mode="before")
     @classmethod
@@ -266,40 +255,39 @@ class ExperimentConfig(PoolFile):
     def _settings_per_method(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        from lorasoup_core.compose import COMPOSERS
-
-        return {m: settings_for(m, v) for m, v in value.items() if _known(COMPOSERS, [m])}
+        return {m: settings_for(m, v) for m, v in value.items() if _known(METHODS, [m])}
 
     @model_validator(mode="after")
     def _every_method_resolved(self) -> ExperimentConfig:
-        from lorasoup_core.compose import COMPOSERS
-
-        clash = sorted(set(self.variants) & set(COMPOSERS.names()))
+        clash = sorted(set(self.variants) & set(METHODS.names()))
         if clash:
-            raise ValueError(f"variants: {', '.join(clash)} is a composer's own name; give the variant another")
+            raise ValueError(f"variants: {', '.join(clash)} is a method's own name; give the variant another")
         dupes = sorted({m for m in self.methods if self.methods.count(m) > 1})
         if dupes:
             raise ValueError(f"methods: {', '.join(dupes)} listed more than once")
-        _known(COMPOSERS, [m for m in self.methods if m not in self.variants])
-        composers = {self.composer_of(m) for m in self.methods}
-        extra = sorted(set(self.compose) - composers)
+        if not self.methods:
+            raise ValueError("methods: none listed; name at least one (`lorasoup compose --list-methods`)")
+        _known(METHODS, [m for m in self.methods if m not in self.variants])
+        used = {self.method_of(m) for m in self.methods}
+        extra = sorted(set(self.compose) - used)
         if extra:
             raise ValueError(f"compose has settings for method(s) not in `methods`: {', '.join(extra)}")
         unused = sorted(set(self.variants) - set(self.methods))
         if unused:
             raise ValueError(f"variants not listed in `methods`: {', '.join(unused)}")
-        self.compose = {c: settings_for(c, self.compose.get(c)) for c in sorted(composers)}
+        self.compose = {m: settings_for(m, self.compose.get(m)) for m in sorted(used)}
         # every adapter the run registers: pool tasks, and <target>-<method> compositions (compose/export.py)
-        if clash := slug_clash([*self.pool.task_names, *(f"{t.name}-{m}" for t in self.targets for m in self.methods)]):
+        per_target = [m for m in self.methods if self.spec_of(m).yields == Yields.ADAPTER
+                      and Consumes.SHOTS in self.spec_of(m).consumes]
+        if clash := slug_clash([*self.pool.task_names, *(f"{t.name}-{m}" for t in self.targets for m in per_target)]):
             raise ValueError(f"adapter names: {clash}")
-        evaluated = [*self.methods, *self.eval.baselines]
         if "compare_to" in self.model_fields_set:
-            unknown = sorted(set(self.compare_to) - set(evaluated))
+            unknown = sorted(set(self.compare_to) - set(self.methods))
             if unknown:
-                raise ValueError(f"compare_to: {', '.join(unknown)} is not evaluated; known: {', '.join(evaluated)}")
+                raise ValueError(f"compare_to: {', '.join(unknown)} is not evaluated; known: {', '.join(self.methods)}")
         else:  # the default, zero-shot, only when it is evaluated
-            self.compare_to = [m for m in self.compare_to if m in evaluated]
-        if any("oracle" in self.selection_of(m).filters for m in self.methods):
+            self.compare_to = [m for m in self.compare_to if m in self.methods]
+        if any("oracle" in self.selection_of(m).filters for m in self.selecting()):
             plain = [t.name for t in self.targets if parse_spec(t.task).source == "skills"
                      and t.name not in COMPOSED_TASKS]
             if plain:
@@ -311,22 +299,51 @@ class ExperimentConfig(PoolFile):
     def run_seeds(self) -> list[int]:
         return list(self.seeds) or [self.seed]
 
-    def composer_of(self, name: str) -> str:
-        """The composer behind a name in `methods` (itself, or a variant's)."""
+    def method_of(self, name: str) -> str:
+        """The registered method behind a name in `methods` (itself, or a variant's)."""
         return self.variants[name].method if name in self.variants else name
+
+    def spec_of(self, name: str):  # -> methods.MethodSpec
+        """The registry entry behind a name in `methods`: what it consumes and yields."""
+        return METHODS.get(self.method_of(name))
+
+    def selecting(self) -> list[str]:
+        """The names in `methods` that compose selected candidates (so run a candidate selection)."""
+        return [m for m in self.methods if Consumes.CANDIDATES in self.spec_of(m).consumes]
 
     def selection_of(self, name: str) -> SelectionConfig:
         """The candidate selection of a name in `methods`: a variant's own, else the experiment's."""
         variant = self.variants.get(name)
         return variant.selection if variant is not None and variant.selection is not None else self.selection
 
-    def settings(self, name: str) -> ComposerSettings:
-        """The settings of a name in `methods`: a variant's own, else the composer's section of `compose`."""
+    def settings(self, name: str) -> MethodSettings:
+        """The settings of a name in `methods`: a variant's own, else the method's section of `compose`."""
         if name in self.variants:
             return self.variants[name].settings
         return self.compose.get(name) or settings_for(name)
+
+    def candidate_tasks(self) -> list[str]:
+        """The experiment's candidates by task: its trained pool's tasks, then the adapters registered from each
+        published pool of `hub_pool`."""
+        from lorasoup_core.pool.hub import pool_task_names
+
+        return pool_task_names(self.pool.task_names, self.hub_pool, self.model.spec, self.storage,
+                               self.tracking.tracking_uri)
+
+
+def _is_composer(name: str) -> bool:
+    from lorasoup_core.compose import COMPOSERS
+
+    return name in COMPOSERS
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """An experiment YAML, with optional `KEY=VALUE` overrides (e.g. `seeds=[0]`, `eval.limit=20`)."""
     return load_config(path, ExperimentConfig, overrides)
+
+
+def load_pool_file(path: str | Path) -> PoolFile:
+    """A pool YAML, or an experiment YAML (validated whole) whose pool is trained under its experiment."""
+    if "targets" not in read_yaml(path):
+        return load_config(path, PoolFile)
+    return load_config(path, ExperimentConfig).pool_file()

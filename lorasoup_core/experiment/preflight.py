@@ -2,7 +2,7 @@
 
 A dead or hung S3 endpoint or tracking server otherwise shows up after the first adapter has trained
 (minutes, or an hour on a GPU), or as minutes of client retries. The probes themselves take URIs and
-live in `lorasoup_core.settings` (light to import: `pool list`, `pool train` and `compose` run them too);
+live in `lorasoup_core.services` (light to import: `pool list`, `pool train` and `compose` run them too);
 a failure is one line per service naming it, the URI and what set it.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lorasoup_core.config import ConfigError
-from lorasoup_core.settings import PROBE_TIMEOUT_S, ServicesUnreachable, check_uris, service_problems
+from lorasoup_core.services import PROBE_TIMEOUT_S, ServicesUnreachable, check_uris, service_problems
 
 if TYPE_CHECKING:
     from lorasoup_core.experiment.config import ExperimentConfig

@@ -43,6 +43,11 @@ def tag_data_fingerprints(cfg: ExperimentConfig, run_id: str, pool: PoolResult) 
                       cfg.tracking.tracking_uri)
 
 
+def _fit(cfg: ExperimentConfig, res: TargetResult, method: str) -> str:
+    """A fit's label in plots: target/method, with @seed when the config lists seeds."""
+    return f"{res.target}/{method}" + (f"@{res.seed}" if cfg.seeds else "")
+
+
 def _cell(res: TargetResult, seeds: list[int]) -> str:
     return res.target if len(seeds) == 1 else f"{res.target}@{res.seed}"
 
@@ -61,8 +66,8 @@ def publish_report(cfg: ExperimentConfig, run_id: str, results: list[TargetResul
 
     use_storage(cfg.storage)
     analysis = analyse(results, cfg.compare_to)
-    weights = {k: v for res in results for k, v in res.weights.items()}
-    traces = {k: v for res in results for k, v in res.traces.items()}
+    weights = {_fit(cfg, res, m): v for res in results for m, v in res.weights.items()}
+    traces = {_fit(cfg, res, m): v for res in results for m, v in res.traces.items()}
     tracking.log_results(run_id, analysis.rows, weights=weights, traces=traces, tracking_uri=cfg.tracking.tracking_uri)
     tracking.log_metrics(run_id, {f"macro/{r.method}": r.score for r in analysis.macro}
                          | {f"macro_ci_low/{r.method}": r.ci_low for r in analysis.macro}

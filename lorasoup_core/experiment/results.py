@@ -18,10 +18,10 @@ class TargetResult:
     seed: int = 0
     scores: dict[str, list[float]] = field(default_factory=dict)  # method -> per-example main-metric scores
     throughput: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> examples/s, tokens ...
-    weights: dict[str, dict[str, float]] = field(default_factory=dict)  # "target/method" -> adapter -> weight
-    traces: dict[str, list[float]] = field(default_factory=dict)  # "target/method" -> objective per evaluation
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> adapter -> weight
+    traces: dict[str, list[float]] = field(default_factory=dict)  # method -> objective per evaluation
     selection: dict[str, float] = field(default_factory=dict)  # candidate -> its filter score
-    adapters: dict[str, AdapterVersion] = field(default_factory=dict)  # method -> registered composed adapter
+    adapters: dict[str, AdapterVersion] = field(default_factory=dict)  # method -> the adapter it registered
 
 
 @dataclass

@@ -47,8 +47,8 @@ def log_evaluation(run: RunContext, target: Task, label: str, seed: int, report:
     with tracking.run(run.experiment, name, parent_run_id=run.parent_run_id, tags=tags,
                       tracking_uri=run.tracking_uri, store_uri=run.store_uri) as run_id:
         metrics = {"score": main.score, "ci_low": main.ci_low, "ci_high": main.ci_high, "n": float(main.n)}
-        for row in report.rows[1:]:  # companions: '<label>/mc' -> mc, mc_ci_low, mc_ci_high
-            metric = row.method.rpartition("/")[2]
+        for row, metric in list(zip(report.rows, report.metrics[target.name], strict=True))[1:]:
+            # companions: mc -> mc, mc_ci_low, mc_ci_high
             metrics |= {metric: row.score, f"{metric}_ci_low": row.ci_low, f"{metric}_ci_high": row.ci_high}
         metrics |= {k: report.throughput[k] for k in COST_METRICS if k in report.throughput}
         tracking.log_metrics(run_id, metrics, tracking_uri=run.tracking_uri)

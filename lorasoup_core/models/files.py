@@ -101,7 +101,11 @@ def converted_gguf(path: Path) -> tuple[Path, str]:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             (tmp / "lorasoup_source.json").write_text(json.dumps({"gguf": str(path), "sha256": digest}))
-            os.replace(tmp, cache) if not cache.exists() else shutil.rmtree(tmp)
+            try:
+                os.replace(tmp, cache)
+            except OSError:  # another process converted the same file first: keep its (complete) copy
+                if not (cache / "config.json").is_file():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return cache, digest

@@ -2,7 +2,7 @@
 and hand the registered adapters to composition as candidates."""
 
 from lorasoup_core.pool.candidates import as_candidates, pool_candidates, pool_versions
-from lorasoup_core.pool.config import DEFAULT_EXPERIMENT, PoolConfig, PoolFile, load_pool_file
+from lorasoup_core.pool.config import DEFAULT_EXPERIMENT, PoolConfig, PoolFile
 from lorasoup_core.pool.ensure import (
     EnsuredAdapter,
     PlannedAdapter,
@@ -21,6 +21,6 @@ from lorasoup_core.pool.importer import AdapterMismatch, ImportReport, check_ada
 
 __all__ = ["DEFAULT_EXPERIMENT", "AdapterMismatch", "EnsuredAdapter", "ImportReport", "PlannedAdapter", "PoolConfig",
            "PoolFile", "PoolPlan", "PoolResult", "as_candidates", "check_adapter", "datamix_task", "ensure_adapter",
-           "ensure_datamix", "ensure_pool", "import_adapters", "load_pool_file", "load_pool_tasks", "plan_pool",
+           "ensure_datamix", "ensure_pool", "import_adapters", "load_pool_tasks", "plan_pool",
            "pool_candidates", "pool_versions", "register_adapter",
            "training_data"]

@@ -7,7 +7,6 @@ experiment file adds its targets, methods and evaluation to the same four sectio
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
@@ -18,8 +17,6 @@ from lorasoup_core.config import (
     StorageConfig,
     StrictModel,
     TrackingConfig,
-    load_config,
-    read_yaml,
 )
 from lorasoup_core.data import TaskSpec, parse_spec
 
@@ -94,13 +91,3 @@ class PoolFile(StrictModel):
         """Just the pool part (of an experiment too), its training runs logged under this experiment name."""
         tracking = self.tracking.model_copy(update={"experiment": self.experiment_name})
         return PoolFile(model=self.model, storage=self.storage, tracking=tracking, pool=self.pool)
-
-
-def load_pool_file(path: str | Path) -> PoolFile:
-    """A pool YAML, or an experiment YAML (validated whole) whose pool is trained under its experiment."""
-    data = read_yaml(path)
-    if "targets" not in data:
-        return load_config(path, PoolFile)
-    from lorasoup_core.experiment import ExperimentConfig
-
-    return load_config(path, ExperimentConfig).pool_file()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lorasoup_core.experiment.config import ExperimentConfig
+    from lorasoup_core.config import StorageConfig
     from lorasoup_core.models import LoadedModel
     from lorasoup_core.registry import AdapterRegistry, AdapterVersion
 
@@ -203,17 +203,17 @@ def pool_versions(registry: AdapterRegistry, base_spec: str, name: str) -> list[
 
 
 # -- experiment configs that name a published pool -----------------------------------------------------------
-def pool_task_names(cfg: ExperimentConfig) -> list[str]:
-    """The experiment's candidates by task: its trained pool's tasks, then the adapters registered from each
-    published pool of `hub_pool` (what the compose steps pass to `pool_candidates` instead of
-    `cfg.pool.task_names`)."""
-    names = list(cfg.pool.task_names)
-    if getattr(cfg, "hub_pool", None):
+def pool_task_names(task_names: list[str], hub_pools: list[str], model_spec: str, storage: StorageConfig,
+                    tracking_uri: str | None) -> list[str]:
+    """Candidates by task: a trained pool's `task_names`, then the adapters on `model_spec` registered from
+    each published pool of `hub_pools` (what the compose steps pass to `pool_candidates`)."""
+    names = list(task_names)
+    if hub_pools:
         from lorasoup_core.registry import open_registry
 
-        registry = open_registry(cfg.storage, cfg.tracking.tracking_uri)
-        for pool in cfg.hub_pool:
-            names += sorted({v.task for v in pool_versions(registry, cfg.model.spec, pool)} - set(names))
+        registry = open_registry(storage, tracking_uri)
+        for pool in hub_pools:
+            names += sorted({v.task for v in pool_versions(registry, model_spec, pool)} - set(names))
     return names
 
 
@@ -246,24 +246,25 @@ def _model_cached(spec: str) -> bool:
     return isinstance(try_to_load_from_cache(spec, "config.json"), str)
 
 
-def config_problems(cfg: ExperimentConfig, timeout: float | None = None) -> list[str]:
-    """One line per published pool of `cfg` (`hub_pool`) that cannot be had: none of its adapters is
-    registered for the config's base model and the hub does not answer; and the base model itself when it
-    is a hub id that is neither cached nor downloadable. A tracking server that does not answer is left to
-    the services check (asking its registry would wait out the client's retries)."""
-    names = list(getattr(cfg, "hub_pool", None) or [])
+def config_problems(hub_pools: list[str], spec: str, storage: StorageConfig, tracking_uri: str | None,
+                    timeout: float | None = None) -> list[str]:
+    """One line per published pool of `hub_pools` that cannot be had: none of its adapters is registered for
+    the base model `spec` and the hub does not answer; and the base model itself when it is a hub id that is
+    neither cached nor downloadable. A tracking server that does not answer is left to the services check
+    (asking its registry would wait out the client's retries)."""
+    names = list(hub_pools)
     if not names:
         return []
     from lorasoup_core.registry import open_registry
-    from lorasoup_core.settings import PROBE_TIMEOUT_S, get_settings, service_problems
+    from lorasoup_core.services import PROBE_TIMEOUT_S, service_problems
+    from lorasoup_core.settings import get_settings
 
     timeout = PROBE_TIMEOUT_S if timeout is None else timeout
-    spec = cfg.model.spec
-    uri = cfg.tracking.tracking_uri or get_settings().tracking_uri
+    uri = tracking_uri or get_settings().tracking_uri
     fresh = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).expanduser().exists()
     if not fresh and service_problems(None, uri, timeout):
         return []
-    registry = None if fresh else open_registry(cfg.storage, cfg.tracking.tracking_uri)  # no database: nothing yet
+    registry = None if fresh else open_registry(storage, tracking_uri)  # no database: nothing yet
     missing = [n for n in names if registry is None or not pool_versions(registry, spec, n)]
     model_missing = is_hub_id(spec) and not _model_cached(spec)
     down = unreachable(HUB_POOLS[names[0]], timeout) if missing or model_missing else None

@@ -353,17 +353,26 @@ class AdapterRegistry:
                 log.warning("%s: no %s (the task has no validation examples, or max_validation is 0), so it cannot "
                             "become champion; it is only the latest version", version.ref, metric)
             return False
-        try:
-            current = self.get(f"{version.name}@champion")
-        except RegistryError:
-            current = None
-        if current is not None:
-            best = current.metrics.get(metric)
-            if current.version == version.version or (best is not None and not (
-                    value < best if lower_is_better else value > best)):
-                return False
-        self.client.set_registered_model_alias(version.name, "champion", version.version)
-        return True
+        for attempt in range(3):
+            try:
+                current = self.get(f"{version.name}@champion")
+            except RegistryError:
+                current = None
+            if current is not None:
+                best = current.metrics.get(metric)
+                if current.version == version.version or (best is not None and not (
+                        value < best if lower_is_better else value > best)):
+                    return False
+            try:
+                self.client.set_registered_model_alias(version.name, "champion", version.version)
+                return True
+            except MlflowException as err:
+                # another process set the alias between the read and the write (MLflow's SQL store inserts
+                # a first alias without a lock): decide again against what it set
+                if not any(m in str(err) for m in ("UNIQUE constraint", "IntegrityError", "duplicate key")) \
+                        or attempt == 2:
+                    raise
+        return False
 
 
 def use_storage(storage: StorageConfig | None) -> None:

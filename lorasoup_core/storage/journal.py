@@ -18,10 +18,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lorasoup_core.storage.layout import MANIFEST, PENDING, STAGING, StoreError, check_key, modified
+
 if TYPE_CHECKING:
     from lorasoup_core.storage.store import ArtifactStore
-
-PENDING = ".pending"
 
 
 @dataclass
@@ -69,8 +69,6 @@ def records(store: ArtifactStore) -> list[tuple[str, Record, float, bool]]:
     """(path, record, last touched, whether anything it names is still there) of every record; the caller
     applies its age threshold. A record that does not parse, or names a path outside its key or staging
     directory, is skipped (never acted on)."""
-    from lorasoup_core.storage.store import StoreError, check_key
-
     base = f"{store.root}/{PENDING}"
     if not store.fs.exists(base):
         return []
@@ -91,8 +89,6 @@ def records(store: ArtifactStore) -> list[tuple[str, Record, float, bool]]:
 
 
 def _is_staging(rel: str, rid: str) -> bool:
-    from lorasoup_core.storage.store import STAGING
-
     return rel == f"{STAGING}/{rid}"
 
 
@@ -104,17 +100,15 @@ def _inside(rel: str) -> bool:
 def _touched(store: ArtifactStore, rec: Record, info: dict[str, Any]) -> tuple[float, bool]:
     """The newest modification among the record and what it names (a write still uploading keeps
     touching its files, so it stays too young to remove), and whether any of it is still there."""
-    from lorasoup_core.storage.store import _modified
-
-    times, left = [_modified(info)], False
+    times, left = [modified(info)], False
     for path in _paths(store, rec):
         try:
             if store.fs.isdir(path):
                 found = store.fs.find(path, detail=True).values()
-                times += [_modified(i) for i in found]
+                times += [modified(i) for i in found]
                 left = True
             elif store.fs.exists(path):
-                times.append(_modified(store.fs.info(path)))
+                times.append(modified(store.fs.info(path)))
                 left = True
         except (FileNotFoundError, OSError):
             continue
@@ -132,8 +126,6 @@ def _paths(store: ArtifactStore, rec: Record) -> list[str]:
 
 def undo(store: ArtifactStore, path: str, rec: Record) -> None:
     """Remove what a killed write left, as its record names it, then the record."""
-    from lorasoup_core.storage.store import MANIFEST
-
     if rec.action == "delete" and store.fs.exists(f"{store.path(rec.key)}/{MANIFEST}"):
         store.fs.rm(f"{store.path(rec.key)}/{MANIFEST}")  # finish the delete: uncommit first
     for target in _paths(store, rec):

@@ -6,7 +6,7 @@ as absent, so a publish killed halfway leaves nothing visible. On local disk the
 is also staged and renamed into place in one step. The root holds a store marker, so listing and
 cleaning never walk (or delete in) a directory that lorasoup did not make: a root is adopted only while it
 is empty. Every write is recorded in the store's journal before it starts (``journal.py``), and cleaning
-removes only what such a record names.
+removes only what such a record names. The store's own file names and the key rule are in ``layout.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,16 +26,8 @@ from typing import Any
 from lorasoup_core.fingerprint import file_digests, sha256_file, sha256_json
 from lorasoup_core.storage import journal
 from lorasoup_core.storage.backends import BACKENDS
+from lorasoup_core.storage.layout import MANIFEST, STAGING, STORE_MARKER, StoreError, check_key  # re-exported
 from lorasoup_core.storage.safety import UnsafePath, check_files, check_links, staged_destination
-
-MANIFEST = "_lorasoup_manifest.json"
-STORE_MARKER = "_lorasoup_store.json"
-STAGING = ".staging"
-_KEY_RE = re.compile(r"^[A-Za-z0-9._@=+\-]+(/[A-Za-z0-9._@=+\-]+)*$")
-
-
-class StoreError(RuntimeError):
-    """A storage problem: bad URI or key, missing artifact, failed integrity check."""
 
 
 class ArtifactNotFound(StoreError):
@@ -62,15 +53,6 @@ def split_uri(uri: str) -> tuple[str, str]:
         return "file", uri
     scheme, _, rest = uri.partition("://")
     return scheme, rest
-
-
-def check_key(key: str) -> str:
-    key = key.strip("/")
-    if key and (not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/"))):
-        raise StoreError(f"invalid artifact key {key!r}: use letters, digits and . _ @ = + - separated by /")
-    if key.split("/")[0] in (STAGING, STORE_MARKER, journal.PENDING):
-        raise StoreError(f"artifact key {key!r} is reserved for the store's own files")
-    return key
 
 
 class ArtifactStore:
@@ -370,18 +352,6 @@ class ArtifactStore:
 
             return get_settings().clean_min_age_s
         return float(min_age_s)
-
-
-def _modified(info: dict[str, Any]) -> float:
-    """A file's last modification (epoch seconds) from an fsspec listing: `mtime` (local), `LastModified`
-    (S3), `created` (memory); unknown counts as now (too young to remove)."""
-    value = info.get("mtime") or info.get("LastModified") or info.get("created")
-    if isinstance(value, datetime):
-        return value.timestamp()
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return time.time()
 
 
 def open_store(uri: str | None = None) -> ArtifactStore:

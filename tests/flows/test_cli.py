@@ -25,8 +25,8 @@ def test_run_and_retrain_reject_a_bad_config_before_prefect_starts(tmp_path):
     cases = {  # command line -> what stderr must say
         ("run", "--config", str(tmp_path / "none.yaml")): "config file not found",
         ("retrain", "--config", str(tmp_path / "none.yaml")): "config file not found",
-        ("run", "--config", str(bad)): "unknown composer 'nope'",
-        ("retrain", "--config", str(bad)): "unknown composer 'nope'",
+        ("run", "--config", str(bad)): "unknown method 'nope'",
+        ("retrain", "--config", str(bad)): "unknown method 'nope'",
         ("run", "--config", demo, "--set", "eval.limitt=3"): "eval.limitt: Extra inputs are not permitted",
         ("run", "--config", str(bad), "--variant", "docker"): "--variant docker needs --remote",
     }

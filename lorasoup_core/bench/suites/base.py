@@ -3,9 +3,9 @@ naming its data source, default tasks, prompt and generation settings and metric
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from lorasoup_core.config import StrictModel
 from lorasoup_core.data import Example, Task
@@ -19,6 +19,8 @@ class BenchmarkConfig(StrictModel):
     max_new_tokens: int = Field(16, gt=0, description="Generation budget per example.")
     stop: tuple[str, ...] = Field(("\n",), description="Generation stops at (and is cut before) these strings.")
     metric: str | None = Field(None, description="METRICS name; None: the task's own metric.")
+    extract: str | None = Field(None, description="EXTRACTORS name: how the answer is taken from a generation "
+                                "before the main metric compares it; None: the metric's own extractor.")
     extra_metrics: tuple[str, ...] = Field((), description="Companion scores reported beside the main one.")
     template: str | None = Field(None, description="Prompt template with {input}; None: the task's template.")
     split: str = Field("test", description="The split that is scored.")
@@ -43,6 +45,15 @@ class BenchmarkConfig(StrictModel):
     merge_adapter: bool = Field(True, description="Merge an evaluated LoRA into the base weights for the "
                                 "evaluation (no per-layer adapter overhead), restoring the exact weights after.")
 
+    @field_validator("extract")
+    @classmethod
+    def _known_extractor(cls, name: str | None) -> str | None:
+        from lorasoup_core.bench.extract import EXTRACTORS
+
+        if name is not None and name not in EXTRACTORS:
+            raise ValueError(f"unknown answer extractor {name!r}; known: {', '.join(EXTRACTORS.names())}")
+        return name
+
     def prompt(self, task: Task, example: Example) -> str:
         template = self.template or task.template
         return template.replace("{input}", example.input)
@@ -59,5 +70,27 @@ class BenchmarkConfig(StrictModel):
 
 BENCHMARKS: Registry[BenchmarkConfig] = Registry("benchmark")
 
-# What evaluate_task uses for a Task that comes with no benchmark (e.g. a skills composed target).
+# What a Task of no registered benchmark is scored with (a JSONL or hub dataset of your own).
 GENERIC = BenchmarkConfig(source="", max_new_tokens=16)
+
+
+def scoring_spec(source: str) -> BenchmarkConfig:
+    """How a task of the data source `source` (a TaskSpec's: skills, bbh, gsm-hard ...) is scored: the
+    registered benchmark reading that source (the first by name, when several do), else GENERIC."""
+    for name in BENCHMARKS.names():
+        config = BENCHMARKS.get(name)
+        if source and config.source == source:
+            return config
+    return GENERIC
+
+
+def with_settings(config: BenchmarkConfig, settings: dict[str, Any] | None) -> BenchmarkConfig:
+    """``config`` with some fields replaced, validated like the config itself (one ValueError naming the
+    fields at fault)."""
+    if not settings:
+        return config
+    try:
+        return BenchmarkConfig.model_validate({**config.model_dump(), **settings})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"scoring settings: {problems}") from None

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,31 +17,18 @@ REPO = Path(__file__).resolve().parents[3]
 LORASOUP = str(Path(sys.executable).parent / "lorasoup")
 
 
+def _fault_injection():
+    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    return harness
+
+
 @pytest.fixture
 def tarpit() -> Iterator[str]:
     """http://127.0.0.1:<port>: accepts every connection and never sends a byte; closed by the test."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    with _fault_injection().tarpit() as url:
+        yield url
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -69,10 +54,7 @@ def _fails_naming(args: list[str], env: dict[str, str], uri: str, timeout: float
 
 
 def _pool_config(tmp_path: Path, store: str | None = None, tracking: str | None = None) -> Path:
-    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
-    harness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
-    return harness.make_pool(tmp_path, n_tasks=1, steps=2, store=store, tracking=tracking)
+    return _fault_injection().make_pool(tmp_path, n_tasks=1, steps=2, store=store, tracking=tracking)
 
 
 def test_pool_list_on_a_tracking_server_that_never_answers(tmp_path, tarpit):

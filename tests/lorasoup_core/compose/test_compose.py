@@ -159,8 +159,8 @@ def test_experiment_config_validates_compose_per_method(tmp_path):
     for compose_section, message in (({"lorahub": {"budgett": 7}}, "method 'lorahub': budgett"),
                                      ({"cat_fewshot": {"budget": 7}}, "method 'cat_fewshot': budget"),
                                      ({"ties": {}}, "not in `methods`: ties"),
-                                     ({"nope": {}}, "unknown composer 'nope'"),
-                                     ({"budget": 40}, "unknown composer 'budget'")):
+                                     ({"nope": {}}, "unknown method 'nope'"),
+                                     ({"budget": 40}, "unknown method 'budget'")):
         path.write_text(yaml.safe_dump({**cfg, "compose": compose_section}))
         with pytest.raises(ConfigError, match=message):
             load_experiment(path)
@@ -172,8 +172,17 @@ def test_compose_cli_builds_settings_from_the_method_class():
     from lorasoup_core.cli import app
 
     runner = CliRunner()
-    listed = runner.invoke(app, ["compose", "--target", "skills:add", "--list-settings"])
-    assert listed.exit_code == 0 and "lorahub: max_length=2048" in listed.output and "cat:" in listed.output
+    for flag in ("--list-methods", "--list-settings"):  # the older flag still works
+        listed = runner.invoke(app, ["compose", flag])
+        assert listed.exit_code == 0, listed.output
+        entries = {block.split()[0]: block for block in listed.output.split("\n") if block and not block[0].isspace()}
+        assert "[consumes: candidates, shots; yields: adapter]" in entries["lorahub"], listed.output
+        assert "[consumes: candidate-data, candidates, shots; yields: adapter]" in entries["cat"], listed.output
+        assert "[consumes: nothing; yields: prompt]" in entries["zero-shot"] and "icl" in entries, listed.output
+        assert "[consumes: pool-data; yields: adapter]" in entries["datamix"], listed.output
+        assert "settings: max_length=2048" in listed.output.split("\nlorahub ")[1].split("\n")[1], listed.output
+    prompt = runner.invoke(app, ["compose", "--target", "skills:add", "--method", "icl"])
+    assert prompt.exit_code == 2 and "'icl' yields no adapter" in prompt.output, prompt.output
     bad = runner.invoke(app, ["compose", "--target", "skills:add", "--method", "cat", "--set", "budget=3"])
     assert bad.exit_code == 2 and "method 'cat': budget" in bad.output, bad.output
     bad = runner.invoke(app, ["compose", "--target", "skills:add", "--set", "budget"])
@@ -189,14 +198,14 @@ def test_named_variants_of_a_method():
            "methods": ["lorahub", "lorahub-exact"], "compose": {"lorahub": {"budget": 7}},
            "variants": {"lorahub-exact": {"method": "lorahub", "settings": {"formula": "exact"}}}}
     loaded = ExperimentConfig.model_validate(cfg)
-    assert loaded.composer_of("lorahub-exact") == "lorahub" and loaded.settings("lorahub-exact").formula == "exact"
+    assert loaded.method_of("lorahub-exact") == "lorahub" and loaded.settings("lorahub-exact").formula == "exact"
     assert loaded.settings("lorahub").formula == "lorahub" and loaded.settings("lorahub").budget == 7
     assert ExperimentConfig.model_validate(loaded.model_dump(mode="json")) == loaded  # what MLflow params hold
     for change, message in (({"variants": {"lorahub-exact": {"method": "lorahub", "settings": {"formulaa": 1}}}},
                              "method 'lorahub': formulaa"),
                             ({"variants": {"ties": {"method": "lorahub"}}, "methods": ["ties"]},
-                             "ties is a composer's own name"),
+                             "ties is a method's own name"),
                             ({"methods": ["lorahub"]}, "variants not listed in `methods`: lorahub-exact"),
-                            ({"methods": ["lorahub", "nope"]}, "unknown composer 'nope'")):
+                            ({"methods": ["lorahub", "nope"]}, "unknown method 'nope'")):
         with pytest.raises(ValidationError, match=message):
             ExperimentConfig.model_validate({**cfg, **change})

@@ -29,7 +29,7 @@ def test_study_config_variants_and_comparisons():
     assert cfg.selection_of("lorahub-oracle").k == cfg.selection.k == 5  # filters compared at equal k
     assert cfg.settings("lorahub-cma-pop5").population == 5 and cfg.settings("lorahub").optimizer == "NGOpt"
     # LoRA Soups' own setting: CAT on the target's skills, with the study's CAT settings (not the defaults)
-    assert cfg.selection_of("cat-oracle").filters == ["oracle"] and cfg.composer_of("cat-oracle") == "cat"
+    assert cfg.selection_of("cat-oracle").filters == ["oracle"] and cfg.method_of("cat-oracle") == "cat"
     assert cfg.settings("cat-oracle") == cfg.settings("cat") and cfg.settings("cat").mix_size == 300
 
 
@@ -47,16 +47,16 @@ def test_a_variant_starts_from_its_composers_compose_section():
     with pytest.raises(ConfigError, match="compare_to: nope is not evaluated"):
         load_experiment(STUDY, ["compare_to=[nope]"])
     # the default (zero-shot) applies only where zero-shot is evaluated
-    assert load_experiment("configs/demo.yaml", ["eval.baselines=[icl]"]).compare_to == []
+    assert load_experiment("configs/demo.yaml", ["methods=[lorahub, icl]"]).compare_to == []
 
 
-def test_eval_settings_reach_the_generation_config():
+def test_eval_settings_reach_the_scoring_spec():
     from pydantic import ValidationError
 
     from lorasoup_core.experiment.config import EvalConfig
 
     config = EvalConfig(multiple_choice=True, icl_demos="shared", max_batch_tokens=512, merge_adapter=False,
-                        max_new_tokens=7).benchmark()
+                        max_new_tokens=7).scoring_for("skills")
     assert (config.multiple_choice, config.icl_demos, config.max_batch_tokens, config.merge_adapter,
             config.max_new_tokens) == (True, "shared", 512, False, 7)
     with pytest.raises(ValidationError, match="icl_demos"):

@@ -50,7 +50,7 @@ def test_bbh_target_names_are_checked_against_the_data(shared_data, monkeypatch)
 def test_data_missing_here_is_left_to_the_machine_that_runs_the_step(monkeypatch, tmp_path):
     """Without BBH data on this machine the config still loads (a GPU worker may hold it); `check_task_data`,
     which `lorasoup run` calls when the steps run here, refuses it."""
-    from lorasoup_core.experiment.config import check_task_data
+    from lorasoup_core.experiment.checks import check_task_data
 
     monkeypatch.setenv("LORASOUP_DATA_DIR", str(tmp_path))
     cfg = load_experiment(DEMO, ["targets=[{task: bbh:navigate}, {task: skills:count_then_add}]"])
@@ -64,7 +64,7 @@ def test_data_missing_here_is_left_to_the_machine_that_runs_the_step(monkeypatch
 
 
 def test_hub_datasets_are_not_looked_up_while_validating(monkeypatch):
-    from lorasoup_core.experiment.config import check_task_data
+    from lorasoup_core.experiment.checks import check_task_data
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_experiment(DEMO, ["targets=[{task: {source: bbh, name: navigate, path: lukaemon/bbh}}]"])

@@ -175,7 +175,7 @@ def test_skills_pool_config_is_valid():
     from pathlib import Path
 
     from lorasoup_core.data import UPSTREAM_SKILLS
-    from lorasoup_core.pool import load_pool_file
+    from lorasoup_core.experiment import load_pool_file
 
     path = Path(__file__).resolve().parents[3] / "configs" / "pool_skills.yaml"
     assert path.read_text().startswith("# lorasoup pool train --config configs/pool_skills.yaml")

@@ -13,8 +13,8 @@ import pytest
 
 from lorasoup_core.config import ConfigError
 from lorasoup_core.experiment import load_experiment
-from lorasoup_core.pool import import_adapters
-from lorasoup_core.pool.hub import config_problems, tag
+from lorasoup_core.pool import hub, import_adapters
+from lorasoup_core.pool.hub import tag
 from tests.conftest import REPO_ROOT, free_port
 from tests.lorasoup_core.pool.hubkit import HubServer, write_repo
 
@@ -35,7 +35,7 @@ def test_the_config_is_lorahubs_protocol_on_its_published_pool(shared_data):
         "google/flan-t5-large", "float32", [POOL], [])
     assert [t.name for t in cfg.targets] == list_tasks("bbh") and len(cfg.targets) == 27
     assert (cfg.selection.filters, cfg.selection.k, cfg.run_seeds, cfg.methods) == (["random"], 20, [1, 2, 3, 4, 5],
-                                                                                    ["lorahub"])
+                                                                                    ["lorahub", "zero-shot", "icl"])
     with pytest.raises(ConfigError, match=r"hub_pool: Value error, unknown hub pool 'lorahub:flan-t5-xl'; known: "
                                           r"lorahub:flan-t5-large"):
         load_experiment(CONFIG, ["hub_pool=[lorahub:flan-t5-xl]"])
@@ -59,6 +59,10 @@ def test_run_offline_names_what_is_missing_and_starts_nothing(tmp_path, shared_d
 
 def test_the_pool_check_asks_the_registry_then_the_hub(tmp_path, tiny_t5, registry, monkeypatch):
     cfg = load_experiment(CONFIG, _sets(tmp_path, "model.spec=tiny-t5"))
+
+    def config_problems(cfg, timeout=None):
+        return hub.config_problems(cfg.hub_pool, cfg.model.spec, cfg.storage, cfg.tracking.tracking_uri, timeout)
+
     assert config_problems(cfg) == [f"hub_pool {POOL}: none of its adapters is imported for tiny-t5 and HF_HUB_OFFLINE "
                                     f"is set; run `lorasoup pool import {POOL} --model tiny-t5` where the hub answers "
                                     "(or set HF_ENDPOINT to a mirror), with the same store and tracking server"]
@@ -104,7 +108,7 @@ def test_lorahub_paper_runs_offline_on_an_imported_stand_in_pool(tmp_path, tiny_
         assert len(import_adapters([POOL], tiny_t5, registry).ok) == 3
 
     sets = _sets(tmp_path, "model.spec=tiny-t5", "targets=[{task: bbh:navigate}, {task: bbh:snarks}]", "seeds=[1, 2]",
-                 "selection.k=2", "eval.limit=2", "eval.max_new_tokens=4", "eval.baselines=[zero-shot]",
+                 "selection.k=2", "eval.limit=2", "eval.max_new_tokens=4", "methods=[lorahub, zero-shot]",
                  "compose.lorahub.budget=3")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFECT_HOME": str(tmp_path / "pf"), "COLUMNS": "300",
            "LORASOUP_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}

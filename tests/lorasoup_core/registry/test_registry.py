@@ -150,3 +150,33 @@ def test_per_module_lineage_weights_read_as_their_mean(tmp_path, tiny_pool):
         "name": "add-cat", "origin": "composed", "config_fingerprint": "e" * 64,
         "lineage": {"method": "cat", "candidates": ["a", "b"], "weights": {"q": [1.0, 0.2], "v": [0.0, 0.4]}}})
     assert reg.register(card, tiny_pool["add"]).tags["lineage.weights"] == "a +0.500, b +0.300"
+
+
+@pytest.mark.parametrize("other_is_better", [True, False])
+def test_a_champion_set_by_another_process_at_the_same_moment_is_decided_again(tmp_path, tiny_pool, other_is_better):
+    """Two processes settling `champion` at once: MLflow's SQL store inserts a model's first alias without a
+    lock, so the slower insert fails on the unique constraint. That failure is injected here (the other
+    process's alias is written just before ours, then ours raises what the store raises); the slower one
+    reads the champion again and keeps the better version."""
+    from mlflow.exceptions import MlflowException
+
+    reg = _registry(tmp_path)
+    card = AdapterCard.read(tiny_pool["add"])
+    loss = card.metrics["val_loss"]
+    ours = reg.register(card.model_copy(update={"config_fingerprint": "a" * 64}), tiny_pool["add"])
+    theirs = reg.register(card.model_copy(update={"config_fingerprint": "b" * 64, "metrics": {
+        **card.metrics, "val_loss": loss - 1 if other_is_better else loss + 1}}), tiny_pool["add"])
+    real, calls = reg.client.set_registered_model_alias, []
+
+    def racing(name, alias, version):
+        calls.append(version)
+        if len(calls) == 1:  # the other process wins the race to the first insert
+            real(name, alias, theirs.version)
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: registered_model_aliases.name")
+        return real(name, alias, version)
+
+    reg.client.set_registered_model_alias = racing
+    assert reg.set_champion_if_better(ours) == (not other_is_better)
+    champion = reg.get(f"{ours.name}@champion").version
+    assert champion == (theirs.version if other_is_better else ours.version)
+    assert len(calls) == (1 if other_is_better else 2)

@@ -1,11 +1,10 @@
 """`store ls` / `store clean` only walk a lorasoup store, and S3 problems are prompt, clear errors."""
 
+import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 from lorasoup_core.cli.store import app
 from lorasoup_core.storage import ArtifactStore, StoreError
 from lorasoup_core.storage.backends import BACKENDS
+from tests.conftest import REPO_ROOT as REPO
 
 runner = CliRunner()
 
@@ -152,27 +152,11 @@ def test_a_missing_bucket_is_an_error_naming_it(moto_server, s3_bucket):
 @pytest.fixture
 def tarpit():
     """An S3 'endpoint' on 127.0.0.1 that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held, stop = [], threading.Event()
-
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
+    spec = importlib.util.spec_from_file_location("fault_injection", REPO / "benchmarks" / "fault_injection.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    with harness.tarpit() as url:
+        yield url
 
 
 def test_an_endpoint_that_never_answers_fails_ls_promptly(tarpit):

@@ -1,0 +1,21 @@
+"""Everything a study compares, behind one registry: the composers and the baselines (zero-shot, ICL,
+DATA-MIX), each declaring what it consumes and yields and its settings class (see `methods.base`)."""
+
+from lorasoup_core.methods import composers, datamix, prompting  # noqa: F401  (register the methods)
+from lorasoup_core.methods.base import (
+    METHODS,
+    Consumes,
+    MethodCall,
+    MethodEnv,
+    MethodError,
+    MethodOutput,
+    MethodSettings,
+    MethodSpec,
+    Yields,
+    method,
+    methods_help,
+    settings_for,
+)
+
+__all__ = ["METHODS", "Consumes", "MethodCall", "MethodEnv", "MethodError", "MethodOutput", "MethodSettings",
+           "MethodSpec", "Yields", "method", "methods_help", "settings_for"]
