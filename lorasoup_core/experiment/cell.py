@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lorasoup_core.bench import EvalReport
 from lorasoup_core.compose import CompositionError
 from lorasoup_core.config import MethodSettings, StorageConfig
-from lorasoup_core.data import TaskSpec, parse_spec
+from lorasoup_core.data import Example, Task, TaskSpec, parse_spec
 from lorasoup_core.experiment.config import EvalConfig, ExperimentConfig, SelectionConfig
 from lorasoup_core.experiment.results import TargetResult
 from lorasoup_core.experiment.runs import log_evaluation
@@ -120,7 +120,8 @@ class CellResult:
         return out
 
 
-def _call(cell: CellSpec, m: PlannedMethod, target, shots, chosen: Selection | None, data: dict) -> MethodCall:
+def _call(cell: CellSpec, m: PlannedMethod, target: Task, shots: list[Example], chosen: Selection | None,
+          data: dict[str, Task]) -> MethodCall:
     """The method's inputs: only what it consumes."""
     needs = m.spec.consumes
     call = MethodCall(m.name, m.method, m.settings, cell.seed, cell.experiment_seed)

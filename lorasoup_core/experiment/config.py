@@ -15,7 +15,7 @@ from lorasoup_core.adapters import slug_clash
 from lorasoup_core.config import MethodSettings, ModelConfig, StrictModel, load_config, read_yaml
 from lorasoup_core.data import COMPOSED_TASKS, TaskSpec, parse_spec
 from lorasoup_core.experiment.checks import check_device_and_dtype, check_task_name
-from lorasoup_core.methods import METHODS, Consumes, Yields, settings_for
+from lorasoup_core.methods import METHODS, Consumes, MethodSpec, Yields, settings_for
 from lorasoup_core.pool.config import PoolConfig, PoolFile
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class ExperimentConfig(PoolFile):
         """The registered method behind a name in `methods` (itself, or a variant's)."""
         return self.variants[name].method if name in self.variants else name
 
-    def spec_of(self, name: str):  # -> methods.MethodSpec
+    def spec_of(self, name: str) -> MethodSpec:
         """The registry entry behind a name in `methods`: what it consumes and yields."""
         return METHODS.get(self.method_of(name))
 

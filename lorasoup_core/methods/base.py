@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core.adapters import slug
+from lorasoup_core.compose.stack import Candidate
 from lorasoup_core.config import MethodSettings, StorageConfig, validate_settings
 from lorasoup_core.data import Example, Task
 from lorasoup_core.fingerprint import cache_key
 from lorasoup_core.models import LoadedModel
 from lorasoup_core.plugins import UnknownPluginError
+from lorasoup_core.pool.config import PoolConfig
 from lorasoup_core.registry import AdapterVersion
 from lorasoup_core.settings import get_settings
 from lorasoup_core.tracking import RunContext
@@ -65,9 +67,9 @@ class MethodCall:
     experiment_seed: int = 0  # the run's `seed`: what one run shares across its seeds (DATA-MIX's mixture)
     target: Task | None = None  # SHOTS
     shots: list[Example] = field(default_factory=list)  # SHOTS
-    candidates: list[Any] = field(default_factory=list)  # CANDIDATES: compose.Candidate
+    candidates: list[Candidate] = field(default_factory=list)  # CANDIDATES
     candidate_data: dict[str, Task] = field(default_factory=dict)  # CANDIDATE_DATA: candidate -> its data
-    pool: Any = None  # POOL_DATA: pool.PoolConfig
+    pool: PoolConfig | None = None  # POOL_DATA
     export_rank: int | None = None  # adapters: cap the exported LoRA rank by SVD (serving stacks)
     base_ref: str | None = None  # adapters: what the exported adapter names as its base ('path' / 'hub_id')
 
