@@ -147,7 +147,8 @@ def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None,
     if exp:  # the run's own cell for this one method, with the flags' changes
         cell = cell_of(exp, plan.index, plan.seed, [label])
         cell.methods = [PlannedMethod(name, plan.method, settings, selection)]
-        cell.shots, cell.evaluation, storage = plan.shots, None, exp.storage
+        # only this method's selection is made (the experiment's own is reported by runs, not here)
+        cell.shots, cell.selection, cell.evaluation, storage = plan.shots, selection, None, exp.storage
     else:
         pool = None
         if plan.config:
