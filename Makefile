@@ -37,7 +37,7 @@ test: install
 # A test that passes only by one CPU's rounding fails here on the machine you have. (The sandbox tests
 # compute nothing in floating point: left out.)
 KERNEL_TESTS ?= tests/lorasoup_core/compose tests/lorasoup_core/adapters tests/lorasoup_core/bench \
-	tests/lorasoup_core/experiment tests/lorasoup_core/selection tests/lorasoup_core/models
+	tests/lorasoup_core/experiment tests/lorasoup_core/selection tests/lorasoup_core/models tests/lorasoup_core/methods
 KERNEL_SETTINGS ?= ATEN_CPU_CAPABILITY=default ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE MKL_CBWR=AVX2 \
 	OMP_NUM_THREADS=1
 test-kernels: install

@@ -10,7 +10,8 @@ from typing import Any
 _WHERE = {"CARD_FILE": "card", "AdapterCard": "card", "slug": "card", "slug_clash": "card", "TrainingConfig": "config",
           "embed_texts": "embed", "task_embedding": "embed", "MAX_ABS_WEIGHT": "factors", "UnsupportedAdapter": "factors",
           "read_lora_factors": "factors", "mix_tasks": "mix", "TrainingError": "train", "train_lora": "train",
-          "validation_loss": "train"}
+          "train_adapter": "train", "held_out_losses": "train", "validation_loss": "train", "FULL_WEIGHTS": "kinds",
+          "KINDS": "kinds", "full_weights": "kinds"}
 
 __all__ = sorted(_WHERE)
 

@@ -60,7 +60,11 @@ class AdapterCard(BaseModel):
     target_modules: list[str] = Field(description="Adapted module names.")
     embedding: list[float] = Field(default_factory=list, description="Mean-pooled base-model embedding of "
                                    "the task's training prompts (L2-normalised), for retrieval.")
-    origin: Literal["trained", "imported", "composed"] = Field("trained", description="How the adapter was made.")
+    origin: Literal["trained", "imported", "composed", "tuned"] = Field(
+        "trained", description="How the adapter was made: trained for a pool task, imported, composed from the "
+        "pool for a target, or tuned on a target's few shots (never a pool candidate).")
+    kind: Literal["lora", "ia3", "full"] = Field("lora", description="What was trained: a LoRA, PEFT's IA3, or "
+                                                 "every weight of the base (full_weights.safetensors).")
     lineage: dict[str, Any] = Field(default_factory=dict, description="Composed adapters: candidates, method, weights.")
     created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                             description="UTC creation time (ISO 8601).")

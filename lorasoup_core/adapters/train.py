@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from lorasoup_core.adapters.card import AdapterCard
 from lorasoup_core.adapters.config import TrainingConfig
 from lorasoup_core.adapters.embed import task_embedding
 from lorasoup_core.adapters.factors import MAX_ABS_WEIGHT, PREFIX
+from lorasoup_core.adapters.kinds import Kind, trainable
 from lorasoup_core.data import DataError, Example, Task
 from lorasoup_core.data.prompts import IGNORE, encode, per_example_loss
 from lorasoup_core.models import LoadedModel
@@ -98,55 +100,74 @@ def validation_loss(model, enc: Encoded | None, batch_size: int) -> float | None
 
 def train_lora(base: LoadedModel, task: Task, config: TrainingConfig, out_dir: str | Path, *,
                progress: bool = True, embed_examples: int = 64) -> AdapterCard:
-    """Train a LoRA for `task` on `base` and write a plain PEFT directory + card to `out_dir`.
+    """Train a LoRA for `task` on `base` and write a plain PEFT directory + card to `out_dir` (see
+    `train_adapter`)."""
+    return train_adapter(base, task, config, out_dir, progress=progress, embed_examples=embed_examples)
 
-    `base.model` is shared: it is wrapped for training and restored exactly afterwards (LoRA layers
-    removed, train/eval mode and requires_grad flags as before), also when training fails. The global
-    torch RNG is left untouched (training runs under a forked, seeded RNG). `embed_examples` > 0 stores
-    the task embedding of that many training prompts in the card.
+
+def train_adapter(base: LoadedModel, task: Task, config: TrainingConfig, out_dir: str | Path, *, kind: Kind = "lora",
+                  progress: bool = True, embed_examples: int = 64, origin: str = "trained",
+                  lineage: dict | None = None) -> AdapterCard:
+    """Train `kind` (a LoRA, PEFT's IA3, or every weight: `adapters.kinds`) for `task` on `base` and write
+    it with the lorasoup card to `out_dir`.
+
+    `base.model` is shared: it is prepared for training and restored exactly afterwards, also when training
+    fails. The global torch RNG is left untouched (training runs under a forked, seeded RNG).
+    `embed_examples` > 0 stores the task embedding of that many training prompts in the card.
     """
-    from peft import LoraConfig, TaskType, get_peft_model
-
     check_train_data(task)
     model = base.model
-    try:
-        targets = config.targets_for(model)
-    except ValueError as err:
-        raise ValueError(f"task {task.name!r}: {err}") from None
+    if kind == "lora":
+        try:
+            config.targets_for(model)  # a bad target or rank: one error before anything is encoded
+        except ValueError as err:
+            raise ValueError(f"task {task.name!r}: {err}") from None
     train_enc = encode_examples(base, task, task.train, config.max_length)
     val_enc = encode_examples(base, task, task.validation[: config.max_validation], config.max_length)
     val_base = validation_loss(model, val_enc, config.eval_batch_size)
     embedding = task_embedding(base, task, n=embed_examples, seed=config.seed) if embed_examples else []
-
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
-                      task_type=TaskType.CAUSAL_LM if base.kind == "causal" else TaskType.SEQ_2_SEQ_LM)
-    was_training = model.training
-    grad_flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    had_peft_config = hasattr(model, "peft_config")
     devices = [base.device] if base.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
-        peft_model = get_peft_model(model, lora)  # LoRA A init draws from the seeded RNG
-        try:
-            metrics, curve = _fit(peft_model, task.name, config, train_enc, val_enc, progress)
+        with trainable(base, kind, config) as job:  # LoRA A init draws from the seeded RNG
+            metrics, curve = _fit(job.model, task.name, config, train_enc, val_enc, progress)
+            metrics["trainable_params"] = job.n_trainable
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
-            peft_model.save_pretrained(str(out_dir))
-        finally:
-            peft_model.unload()  # swaps every LoRA layer back to its original module: base.model as before
-            if not had_peft_config and hasattr(model, "peft_config"):
-                del model.peft_config
-            model.train(was_training)
-            for name, p in model.named_parameters():
-                p.requires_grad_(grad_flags[name])
+            job.save(out_dir)
     if val_base is not None:
         metrics["val_loss_base"] = val_base
     card = AdapterCard(name=task.name, task=task.name, base_model=base.spec, base_fingerprint=base.fingerprint,
                        data_fingerprint=task.fingerprint, config_fingerprint=config.fingerprint,
                        training=config.model_dump(mode="json"), metrics=metrics, loss_curve=curve,
-                       rank=config.rank, alpha=config.alpha, target_modules=targets, embedding=embedding)
+                       rank=job.rank, alpha=job.alpha, target_modules=job.targets, embedding=embedding, kind=kind,
+                       origin=origin, lineage=lineage or {})
     card.write(out_dir)
     return card
+
+
+def held_out_losses(base: LoadedModel, task: Task, held_out: list[Example], config: TrainingConfig, kind: Kind,
+                    at_steps: list[int]) -> dict[int, float]:
+    """Train `kind` on `task.train` for max(at_steps) steps and return the mean loss on `held_out` (examples
+    the training never sees) after each of `at_steps`; nothing is saved, the base is restored."""
+    check_train_data(task)
+    config = config.model_copy(update={"steps": max(at_steps), "epochs": None})
+    train_enc = encode_examples(base, task, task.train, config.max_length)
+    held_enc = encode_examples(base, task, held_out, config.max_length)
+    out: dict[int, float] = {}
+    devices = [base.device] if base.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        with trainable(base, kind, config) as job:
+
+            def probe(step: int) -> None:
+                if step in at_steps:
+                    job.model.eval()
+                    out[step] = validation_loss(job.model, held_enc, config.eval_batch_size)
+                    job.model.train()
+
+            _fit(job.model, task.name, config, train_enc, None, progress=False, probe=probe)
+    return out
 
 
 def check_train_data(task: Task) -> None:
@@ -177,7 +198,7 @@ def _check_weights(peaks: list[float], names: list[str], task_name: str, step: i
 
 
 def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded, val_enc: Encoded | None,
-         progress: bool) -> tuple[dict[str, float], list[float]]:
+         progress: bool, probe: Callable[[int], None] | None = None) -> tuple[dict[str, float], list[float]]:
     steps = config.steps_for(train_enc.n)
     plan = batch_plan(train_enc.n, config.batch_size, steps, config.seed)
     named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
@@ -200,7 +221,7 @@ def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded,
         sched.step()
         opt.zero_grad(set_to_none=True)
         pending.append(loss.detach())
-        if len(pending) == LOG_EVERY or step == steps - 1:
+        if len(pending) == LOG_EVERY or step == steps - 1 or probe is not None:
             # the one sync per LOG_EVERY steps: the step losses, then each factor's max |w|
             read = torch.cat([torch.stack(pending).float(), _peaks(params)]).tolist()
             values, peaks = read[: len(pending)], read[len(pending):]
@@ -214,6 +235,8 @@ def _fit(peft_model, task_name: str, config: TrainingConfig, train_enc: Encoded,
             pending.clear()
             bar.update(len(values))
             bar.set_postfix(loss=f"{values[-1]:.4f}")
+        if probe is not None:
+            probe(step + 1)
     seconds = time.perf_counter() - t0
     bar.close()
     peft_model.eval()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorasoup_core.adapters.kinds import FULL_WEIGHTS, full_weights
 from lorasoup_core.bench.generation import GenerationResult, generate
 from lorasoup_core.bench.metrics import pal_scores, score_all
 from lorasoup_core.bench.stats import cell_interval, macro_interval
@@ -65,8 +66,9 @@ def resolve_adapter(adapter: str | Path, workdir: Path) -> Path:
         else:
             raise ValueError(f"adapter {text!r}: no such directory, and not an artifact URI or a registry "
                              "reference NAME@ALIAS / NAME/VERSION")
-    if not (path / ADAPTER_CONFIG).is_file():
-        raise ValueError(f"adapter {text!r}: {path} has no {ADAPTER_CONFIG} (not a PEFT adapter directory)")
+    if not (path / ADAPTER_CONFIG).is_file() and not (path / FULL_WEIGHTS).is_file():
+        raise ValueError(f"adapter {text!r}: {path} has no {ADAPTER_CONFIG} (not a PEFT adapter directory) "
+                         f"and no {FULL_WEIGHTS} (not a full fine-tune)")
     return path
 
 
@@ -88,9 +90,9 @@ def _merged(model: Any, adapter: str | Path) -> Iterator[None]:
     """The adapter merged into the base weights for the block; the base's exact weights are copied back
     afterwards (PEFT's unmerge subtracts the delta again, which leaves rounding error in the shared base)."""
     import torch
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]  # LoRA, IA3 ...
     saved = [(m.get_base_layer().weight, m.get_base_layer().weight.detach().to("cpu", copy=True)) for m in layers]
     try:
         model.merge_adapter()
@@ -125,6 +127,10 @@ def adapter_model(base: LoadedModel, adapter: str | Path | None, merge: bool = F
     with tempfile.TemporaryDirectory(prefix="lorasoup-adapter-") as tmp:
         path = resolve_adapter(adapter, Path(tmp))
         _warn_on_other_base(base, path, adapter)
+        if (path / FULL_WEIGHTS).is_file():  # a full fine-tune: its weights swapped in, the base's copied back
+            with full_weights(base, path) as model:
+                yield model
+            return
         try:
             model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False).eval()
         except Exception as err:  # shape or module mismatch: say which adapter and which base

@@ -28,9 +28,10 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 def compose_cmd(
     target: str = typer.Option(None, help="Target task, e.g. skills:count_then_add or bbh:navigate (with an "
                                "experiment --config: one of its targets, by spec or name)."),
-    method: str = typer.Option("lorahub", help="A method that yields an adapter: lorahub, cat, cat_fewshot, uniform, "
-                               "linear, ties, dare_linear, dare_ties, svd, ties_svd, dare_linear_svd, dare_ties_svd, "
-                               "centroid, ... (--list-methods; with an experiment --config: any name in its "
+    method: str = typer.Option("recommended", help="A method that yields an adapter: recommended (lorasoup's pick: "
+                               "LoraHub's search over the embedding filter's candidates), lorahub (the paper's), "
+                               "cat, cat_fewshot, uniform, ties, dare_ties, centroid, lora-fewshot, ia3-fewshot, "
+                               "full-fewshot, ... (--list-methods; with an experiment --config: any name in its "
                                "`methods`, variants included)."),
     sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-methods."),
     list_methods: bool = typer.Option(False, "--list-methods", "--list-settings",
@@ -113,8 +114,11 @@ def _plan(config: str | None, target: str, method: str, filter_: str | None, k: 
             except ConfigError as err:
                 raise typer.BadParameter(str(err), param_hint="--config") from None
     if exp is None:
+        from lorasoup_core.methods import METHODS
+
+        own = ",".join(METHODS.get(method).filters) if method in METHODS else ""
         return _Plan(experiment=None, config=config, target=target, index=None, method=method, settings={},
-                     filters=(filter_ or "embedding").split(","), k=20 if k is None else k, shots=shots or 5,
+                     filters=(filter_ or own or "embedding").split(","), k=20 if k is None else k, shots=shots or 5,
                      model=model_config(model, device, dtype), seed=seed or 0, exclude_target=False)
     index = [i for i, t in enumerate(exp.targets) if target in (t.task if isinstance(t.task, str) else None, t.name)]
     if not index:
@@ -162,7 +166,7 @@ def _compose(plan: _Plan, settings: object, label: str, export_rank: int | None,
     run = RunContext(exp.experiment_name if exp else f"compose-{parse_spec(plan.target).name}",
                      exp.tracking.tracking_uri if exp else None, store_uri=storage.uri or get_settings().store_uri)
     try:
-        result = run_cell(cell, resolve_base(plan.model), storage, run, say=lambda line: typer.echo(f"selection: {line}"))
+        result = run_cell(cell, resolve_base(plan.model), storage, run, say=typer.echo)
     except CompositionError as err:
         raise typer.BadParameter(str(err), param_hint="--method") from None
     done = result.methods[name]

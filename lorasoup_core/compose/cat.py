@@ -235,5 +235,6 @@ def cat(inp: Inputs[CatSettings]) -> ComposerOutput:
         "val_loss_init": val_init, "val_loss_uniform": val_uniform,
         "coef_spread_init": _spread(w0), "coef_spread_best": _spread(best), "coef_spread_final": _spread(final),
         "lowrank_modules": sum(not s.dense for s in engine.slots.values()),
+        "trainable_params": logits.numel(),
     }
     return ComposerOutput(weights, stack.exact(best.to(base.dtype)), trace, diagnostics)

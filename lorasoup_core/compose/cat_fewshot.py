@@ -70,4 +70,5 @@ def cat_fewshot(inp: Inputs[CatFewShotSettings]) -> ComposerOutput:
             trace.append(value)
     weights = {m: best[j].tolist() for j, m in enumerate(stack.modules)}
     return ComposerOutput(weights, stack.exact(best.to(base.dtype)), trace,
-                          {"best_step": best_step, "best_loss": best_value, "last_loss": trace[-1]})
+                          {"best_step": best_step, "best_loss": best_value, "last_loss": trace[-1],
+                           "trainable_params": params.numel()})

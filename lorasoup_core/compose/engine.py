@@ -118,7 +118,7 @@ class Engine:
         p = weights.shape[0]
         grad = torch.is_grad_enabled() and weights.requires_grad
         for j, (m, slot) in enumerate(self.slots.items()):
-            w = weights[:, j] if weights.dim() == 3 else weights  # [P, n]
+            w = weights[:, j].contiguous() if weights.dim() == 3 else weights  # [P, n]
             if grad or slot.pop != p or slot.bufs is None:
                 slot.bufs = None if grad else self._alloc(m, slot, p)
             slot.pop = p

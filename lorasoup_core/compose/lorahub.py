@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import time
 from typing import Literal
 
@@ -96,7 +97,8 @@ def stop_search(opt: Optimizer) -> None:
 
 def _not_finite(stack: Stack, target: str, w: np.ndarray, value: float) -> CompositionError:
     """A NaN/inf objective, naming the candidates at fault: a broken adapter is the usual cause."""
-    weights = ", ".join(f"{n}={x:.3f}" for n, x in zip(stack.names, w, strict=True))
+    per_adapter = np.asarray(w).reshape(-1, len(stack)).mean(0)  # per-module weights: each adapter's mean
+    weights = ", ".join(f"{n}={x:.3f}" for n, x in zip(stack.names, per_adapter, strict=True))
     broken = stack.nonfinite()
     cause = (f"candidate(s) with NaN/inf weights: {', '.join(broken)}; retrain them or leave them out of the pool"
              if broken else "no candidate has NaN/inf weights, so the loss itself overflowed (try dtype float32 "
@@ -122,6 +124,9 @@ class LorahubSettings(ObjectiveSettings):
                             "evaluated in one batched forward (each on its own copy of the examples); refused "
                             "when it would change the optimizer's algorithm.")
     bound: float = Field(1.5, gt=0, description="Weights searched in [-bound, bound].")
+    module_groups: int = Field(1, ge=1, description="lorasoup: 1 = one weight per adapter (the paper); G > 1 = "
+                               "one weight per adapter per group of layers (the layers split into G contiguous "
+                               "blocks by depth), all n * G searched together on the same objective.")
     l1: float = Field(0.05, ge=0, description="objective += l1 * mean |w|.")
 
     @field_validator("optimizer")
@@ -133,13 +138,31 @@ class LorahubSettings(ObjectiveSettings):
         return name
 
 
+def layer_groups(modules: list[str], groups: int) -> list[int]:
+    """The group of each module: its layer's block when the layers (the first number in a module's name) are
+    split into `groups` contiguous blocks by depth. Too many groups for the layers is refused."""
+    def layer(m: str) -> int:
+        found = re.search(r"\.(\d+)\.", f".{m}.")
+        return int(found.group(1)) if found else -1
+
+    layers = sorted({layer(m) for m in modules})
+    if groups > len(layers):
+        raise CompositionError(f"module_groups {groups} is more than the {len(layers)} layer(s) the candidates adapt")
+    block = {lay: i for i, part in enumerate(np.array_split(np.arange(len(layers)), groups)) for lay in
+             (layers[j] for j in part)}
+    return [block[layer(m)] for m in modules]
+
+
 class Objective:
-    """LoraHub's objective over a candidate stack: `with Objective(...) as f: f(w)` for w [P, n] returns the
-    P objective values (few-shot loss on the settings' scale + l1 * mean |w|), all P in one forward."""
+    """LoraHub's objective over a candidate stack: `with Objective(...) as f: f(w)` for w [P, n] (or [P, n * G]
+    with `module_groups` G: group-major, G blocks of n) returns the P objective values (few-shot loss on the
+    settings' scale + l1 * mean |w|), all P in one forward."""
 
     def __init__(self, base: LoadedModel, stack: Stack, target: Task, shots: list[Example],
                  settings: LorahubSettings, population: int = 1) -> None:
-        self.settings = settings
+        self.settings, self.n = settings, len(stack)
+        groups = settings.module_groups
+        self.group_of = torch.as_tensor(layer_groups(stack.modules, groups)) if groups > 1 else None
         self.fewshot = FewShot(base, target, shots, settings.max_length, settings.batch_size)
         self.engine = Engine(base, stack, settings.formula, population, settings.engine_mode,
                              self.fewshot.tokens_per_composition)
@@ -154,9 +177,16 @@ class Objective:
         self.engine.__exit__(*exc)
         self._inference.__exit__(*exc)
 
+    def per_module(self, w: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """[P, n] as it is, or [P, n * G] spread to [P, n_modules, n] (each module its group's weights)."""
+        w = torch.as_tensor(np.asarray(w, dtype=np.float64))
+        if self.group_of is None:
+            return w
+        return w.view(w.shape[0], -1, self.n)[:, self.group_of]
+
     def __call__(self, w: np.ndarray) -> np.ndarray:
         w = np.atleast_2d(np.asarray(w, dtype=np.float64))
-        self.engine.set(torch.as_tensor(w))
+        self.engine.set(self.per_module(w))
         loss = self.fewshot.losses(w.shape[0], self.settings.loss).cpu().numpy()
         return loss + self.settings.l1 * np.abs(w).mean(1)
 
@@ -166,13 +196,14 @@ def lorahub(inp: Inputs[LorahubSettings]) -> ComposerOutput:
     """LoraHub: gradient-free search (nevergrad) of one weight per adapter on the few-shot loss."""
     cfg, stack = inp.settings, inp.stack
     workers = min(cfg.population, cfg.budget)
-    opt = make_optimizer(cfg.optimizer, len(stack), cfg.bound, cfg.budget, inp.seed, workers)
     objective = Objective(inp.base, stack, inp.target, inp.shots, cfg, workers)
+    dim = len(stack) * cfg.module_groups
+    opt = make_optimizer(cfg.optimizer, dim, cfg.bound, cfg.budget, inp.seed, workers)
     trace: list[float] = []
     evaluated: list[list[float]] = []
     seconds: list[float] = []  # wall time per evaluation (a batch's time / its size), ask/tell included
     objective_seconds: list[float] = []  # the same without the optimizer's ask/tell
-    best = (math.inf, np.zeros(len(stack)))
+    best = (math.inf, np.zeros(dim))
     bar = tqdm(total=cfg.budget, desc=f"lorahub {inp.target.name}", leave=False)
     try:
         with objective:
@@ -208,7 +239,10 @@ def lorahub(inp: Inputs[LorahubSettings]) -> ComposerOutput:
         stop_search(opt)
         bar.close()
     engine = objective.engine
-    return ComposerOutput(w.tolist(), engine.factors(torch.as_tensor(w)), trace, diagnostics={
+    spread = objective.per_module(w[None])[0]  # [n] or [n_modules, n]
+    weights = w.tolist() if cfg.module_groups == 1 else {m: spread[j].tolist() for j, m in enumerate(stack.modules)}
+    return ComposerOutput(weights, engine.factors(spread), trace, diagnostics={
+        "trainable_params": dim, "module_groups": cfg.module_groups,
         "final_objective": final, "evaluated": evaluated, "algorithm": _algorithm(opt),
         "objective_path": objective.fewshot.path, "eval_seconds": seconds, "objective_seconds": objective_seconds,
         "engine": {m: "dense" if s.dense else "lowrank" for m, s in engine.slots.items()}})

@@ -86,10 +86,14 @@ class Stack:
                 if not all(bool(torch.isfinite(x[i]).all()) for x in (*self.A.values(), *self.B.values()))]
 
     def lorahub(self, w: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(sum w_i A_i, sum w_i s_i B_i) per module: LoraHub's formula, cross terms included."""
+        """(sum w_i A_i, sum w_i s_i B_i) per module: LoraHub's formula, cross terms included; `w` is [n] or
+        per module [n_modules, n]."""
         self.check_lorahub()
-        return {m: (torch.einsum("n,nri->ri", w, self.As[m]), torch.einsum("n,nor->or", w, self.Bs[m]))
-                for m in self.modules}
+        out = {}
+        for j, m in enumerate(self.modules):
+            wm = w[j] if w.dim() == 2 else w
+            out[m] = (torch.einsum("n,nri->ri", wm, self.As[m]), torch.einsum("n,nor->or", wm, self.Bs[m]))
+        return out
 
     def check_lorahub(self) -> None:
         if not self.same_rank:

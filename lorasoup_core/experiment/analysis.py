@@ -21,6 +21,7 @@ class MethodCost:
     eval_seconds_per_example: float
     compose_seconds: float | None  # mean over (target, seed); None for baselines that compose nothing
     examples: int
+    trainable_params: float | None = None  # what the fit trains, mean over (target, seed); None: nothing fitted
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,11 +56,12 @@ class Analysis:
 
 
 def cost_table(costs: list[MethodCost]) -> str:
-    lines = ["| method | prompt tokens | eval s | compose s / target |", "|---|---|---|---|"]
+    lines = ["| method | prompt tokens | eval s | compose s / target | trained parameters |", "|---|---|---|---|---|"]
     for c in costs:
         compose = "–" if c.compose_seconds is None else f"{c.compose_seconds:.1f}"
+        trained = "–" if c.trainable_params is None else f"{c.trainable_params:,.0f}"
         lines.append(f"| {c.method} | {c.prompt_tokens_per_example:.1f} | {c.eval_seconds_per_example:.3f} "
-                     f"| {compose} |")
+                     f"| {compose} | {trained} |")
     return "\n".join(lines)
 
 
@@ -87,10 +89,12 @@ def _costs(results: list[TargetResult], methods: list[str]) -> list[MethodCost]:
         if not examples:
             continue
         composed = [r["compose_seconds"] for r in runs if "compose_seconds" in r]
+        trained = [r["trainable_params"] for r in runs if "trainable_params" in r]
         out.append(MethodCost(
             m, sum(r.get("prompt_tokens_per_example", 0.0) * r.get("examples", 0.0) for r in runs) / examples,
             sum(r.get("seconds", 0.0) for r in runs) / examples,
-            sum(composed) / len(composed) if composed else None, int(examples)))
+            sum(composed) / len(composed) if composed else None, int(examples),
+            sum(trained) / len(trained) if trained else None))
     return out
 
 

@@ -117,6 +117,8 @@ class CellResult:
             out.throughput[name] = dict(m.report.throughput)
             if m.output.seconds is not None:
                 out.throughput[name]["compose_seconds"] = m.output.seconds
+            if m.output.trainable_params is not None:
+                out.throughput[name]["trainable_params"] = m.output.trainable_params
         return out
 
 
@@ -133,6 +135,8 @@ def _call(cell: CellSpec, m: PlannedMethod, target: Task, shots: list[Example], 
         call.candidate_data = {c.name: data[c.name] for c in chosen.candidates if c.name in data}
     if Consumes.POOL_DATA in needs:
         call.pool = cell.pool
+    if Consumes.POOL_TRAINING in needs and cell.pool is not None:
+        call.pool_training = cell.pool.training
     if m.spec.yields == Yields.ADAPTER:
         call.export_rank, call.base_ref = cell.export_rank, cell.base_ref
     return call

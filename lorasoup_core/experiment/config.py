@@ -312,9 +312,13 @@ class ExperimentConfig(PoolFile):
         return [m for m in self.methods if Consumes.CANDIDATES in self.spec_of(m).consumes]
 
     def selection_of(self, name: str) -> SelectionConfig:
-        """The candidate selection of a name in `methods`: a variant's own, else the experiment's."""
+        """The candidate selection of a name in `methods`: a variant's own, else the experiment's with the
+        method's own filters when it has some (`recommended`), else the experiment's."""
         variant = self.variants.get(name)
-        return variant.selection if variant is not None and variant.selection is not None else self.selection
+        if variant is not None and variant.selection is not None:
+            return variant.selection
+        own = self.spec_of(name).filters
+        return self.selection.model_copy(update={"filters": list(own)}) if own else self.selection
 
     def settings(self, name: str) -> MethodSettings:
         """The settings of a name in `methods`: a variant's own, else the method's section of `compose`."""

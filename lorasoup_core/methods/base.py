@@ -26,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from lorasoup_core.adapters import slug
+from lorasoup_core.adapters import TrainingConfig, slug
 from lorasoup_core.compose.stack import Candidate
 from lorasoup_core.config import MethodSettings, StorageConfig, validate_settings
 from lorasoup_core.data import Example, Task
@@ -44,6 +44,7 @@ class Consumes(StrEnum):
     CANDIDATE_DATA = "candidate-data"  # those candidates' own training data
     SHOTS = "shots"  # the target and its few-shot examples
     POOL_DATA = "pool-data"  # the whole pool's training data
+    POOL_TRAINING = "pool-training"  # the pool's training settings (rank, alpha, modules), not its data
 
 
 class Yields(StrEnum):
@@ -70,6 +71,7 @@ class MethodCall:
     candidates: list[Candidate] = field(default_factory=list)  # CANDIDATES
     candidate_data: dict[str, Task] = field(default_factory=dict)  # CANDIDATE_DATA: candidate -> its data
     pool: PoolConfig | None = None  # POOL_DATA
+    pool_training: TrainingConfig | None = None  # POOL_TRAINING
     export_rank: int | None = None  # adapters: cap the exported LoRA rank by SVD (serving stacks)
     base_ref: str | None = None  # adapters: what the exported adapter names as its base ('path' / 'hub_id')
 
@@ -103,6 +105,7 @@ class MethodOutput:
     trace: list[float] = field(default_factory=list)  # objective per evaluation / step
     seconds: float | None = None  # wall time of the fit; None: nothing was fitted for this cell
     few_shot_loss: float | None = None
+    trainable_params: int | None = None  # what the fit trained (weights searched, coefficients, parameters)
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,6 +120,7 @@ class MethodSpec:
     consumes: frozenset[Consumes]
     yields: Yields
     help: str = ""
+    filters: tuple[str, ...] = ()  # its own candidate filters (a pipeline's); () = the experiment's selection
 
 
 class MethodRegistry:
@@ -159,13 +163,14 @@ METHODS = MethodRegistry()
 
 
 def method(name: str, settings: type[MethodSettings] = MethodSettings, *, consumes: Iterable[Consumes] = (),
-           yields: Yields, help: str | None = None) -> Callable[[Run], Run]:
+           yields: Yields, help: str | None = None, filters: Iterable[str] = ()) -> Callable[[Run], Run]:
     """Register `fn(base, call, env) -> MethodOutput` as the method `name` with the settings class it reads;
-    its help is the first line of its docstring unless given."""
+    its help is the first line of its docstring unless given. `filters`: the candidate filters the method
+    selects with in place of the experiment's (k stays the experiment's; a variant's own selection wins)."""
 
     def decorator(fn: Run) -> Run:
         text = help if help is not None else " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
-        METHODS.register(MethodSpec(name, fn, settings, frozenset(consumes), yields, text))
+        METHODS.register(MethodSpec(name, fn, settings, frozenset(consumes), yields, text, tuple(filters)))
         return fn
 
     return decorator
@@ -186,6 +191,8 @@ def methods_help() -> str:
     for name in METHODS.names():
         spec = METHODS.get(name)
         consumes = ", ".join(sorted(spec.consumes)) or "nothing"
+        if spec.filters:
+            consumes += f" selected by {'+'.join(spec.filters)}"
         fields = spec.settings.model_fields
         settings = ", ".join(f"{k}={f.default!r}" for k, f in fields.items()) or "(none)"
         lines.append(f"{name}  [consumes: {consumes}; yields: {spec.yields}]  {spec.help}\n    settings: {settings}")

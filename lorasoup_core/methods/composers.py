@@ -19,12 +19,13 @@ from lorasoup_core.methods.base import (
 from lorasoup_core.models import LoadedModel
 
 
-def _compose(composer: str, base: LoadedModel, call: MethodCall, env: MethodEnv) -> MethodOutput:
+def compose_method(composer: str, base: LoadedModel, call: MethodCall, env: MethodEnv) -> MethodOutput:
     composed = compose_for_target(base, call.candidates, call.target, call.shots, composer, call.settings, env.run,
                                   seed=call.seed, train_data=call.candidate_data, label=call.name,
                                   export_rank=call.export_rank, base_ref=call.base_ref)
     return MethodOutput(adapter_dir=composed.adapter_dir, run_id=composed.run_id, weights=composed.weights,
                         trace=composed.trace, seconds=composed.seconds, few_shot_loss=composed.few_shot_loss,
+                        trainable_params=composed.diagnostics.get("trainable_params"),
                         diagnostics=composed.diagnostics)
 
 
@@ -34,7 +35,7 @@ def _composer_method(name: str) -> MethodSpec | None:
     spec = COMPOSERS.get(name)
     consumes = {Consumes.CANDIDATES, Consumes.SHOTS} | ({Consumes.CANDIDATE_DATA} if spec.needs_train_data else set())
     doc = " ".join((spec.fn.__doc__ or "").strip().split("\n\n")[0].split())
-    return MethodSpec(name, partial(_compose, name), spec.settings, frozenset(consumes), Yields.ADAPTER,
+    return MethodSpec(name, partial(compose_method, name), spec.settings, frozenset(consumes), Yields.ADAPTER,
                       doc or f"the {name} composer")
 
 

@@ -15,7 +15,7 @@ def pool_versions(registry: AdapterRegistry, base_spec: str, base_fingerprint: s
     """The newest registered version of each pool task (all trained or imported tasks when None)."""
     latest: dict[str, AdapterVersion] = {}
     for v in registry.list(base_model=base_spec):
-        if v.base_fingerprint != base_fingerprint or v.origin == "composed":
+        if v.base_fingerprint != base_fingerprint or v.origin in ("composed", "tuned"):
             continue
         if task_names is not None and v.task not in task_names:
             continue

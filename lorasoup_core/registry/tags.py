@@ -57,6 +57,13 @@ def describe(card: AdapterCard, artifact: Artifact) -> tuple[str, str]:
         top = lineage_tags(lineage).get("lineage.weights", "")
         version = (f"{method} of {len(lineage.get('candidates') or [])} adapters for {card.task}"
                    + (f"; largest weights: {top[:300]}" if top else ""))
+    elif card.origin == "tuned":
+        what = {"lora": "LoRA", "ia3": "IA3 adapter", "full": "full fine-tune"}[card.kind]
+        choice = (card.lineage or {}).get("choice") or {}
+        model = (f"{what}s tuned for {card.task} on {card.base_model} on a target's few shots by "
+                 f"{_method(lineage) or 'a few-shot method'}.")
+        version = (f"{what} tuned for {card.task}, {card.metrics.get('trainable_params', 0):,.0f} trained parameters, "
+                   f"lr {choice.get('lr')} and {choice.get('steps')} steps chosen on held-out shots")
     else:
         model = (f"LoRA adapters for {card.task} on {card.base_model} ({card.origin}); alias `champion` is the "
                  f"version with the lowest validation loss.")
@@ -69,6 +76,6 @@ def describe(card: AdapterCard, artifact: Artifact) -> tuple[str, str]:
 def model_tags(card: AdapterCard) -> dict[str, str]:
     """Tags on the registered model itself: what MLflow's Models page can search (`tags.task = ...`)."""
     tags = {"task": card.task, "base_model": card.base_model, "origin": card.origin, "adapter": card.name}
-    if card.origin == "composed":
+    if card.origin in ("composed", "tuned"):
         tags["method"] = _method(card.lineage or {})
     return {k: v for k, v in tags.items() if v}

@@ -10,9 +10,9 @@ STUDY = "configs/study_skills.yaml"
 
 
 def test_overrides_are_dotted_yaml_values_validated_like_the_file():
-    cfg = load_experiment(STUDY, ["seeds=[0]", "eval.limit=20", "compose.cat.mix_size=120",
+    cfg = load_experiment(STUDY, ["seeds=[0]", "eval.limit=20", "compose.lorahub.budget=12",
                                   "selection={filters: [loss], k: 3}"])
-    assert cfg.run_seeds == [0] and cfg.eval.limit == 20 and cfg.settings("cat").mix_size == 120
+    assert cfg.run_seeds == [0] and cfg.eval.limit == 20 and cfg.settings("lorahub").budget == 12
     assert cfg.selection.filters == ["loss"] and cfg.selection.k == 3
     assert load_experiment(STUDY).run_seeds == [0, 1, 2]  # the file itself is untouched
     with pytest.raises(ConfigError, match="override 'seeds' is not KEY=VALUE"):
@@ -23,31 +23,46 @@ def test_overrides_are_dotted_yaml_values_validated_like_the_file():
         load_experiment(STUDY, ["name.x=1"])
 
 
-def test_study_config_variants_and_comparisons():
+def test_study_config_compares_at_equal_k():
     cfg = load_experiment(STUDY)
-    assert cfg.selection_of("lorahub").filters == ["random"] and cfg.selection_of("lorahub-oracle").filters == ["oracle"]
-    assert cfg.selection_of("lorahub-oracle").k == cfg.selection.k == 5  # filters compared at equal k
-    assert cfg.settings("lorahub-cma-pop5").population == 5 and cfg.settings("lorahub").optimizer == "NGOpt"
-    # LoRA Soups' own setting: CAT on the target's skills, with the study's CAT settings (not the defaults)
-    assert cfg.selection_of("cat-oracle").filters == ["oracle"] and cfg.method_of("cat-oracle") == "cat"
-    assert cfg.settings("cat-oracle") == cfg.settings("cat") and cfg.settings("cat").mix_size == 300
+    # the paper preset draws at random; lorasoup's pipeline ranks by embedding; both keep the same k
+    assert cfg.selection_of("lorahub").filters == ["random"] and cfg.selection_of("recommended").filters == ["embedding"]
+    assert cfg.selection_of("recommended").k == cfg.selection_of("lorahub-modules").k == cfg.selection.k == 5
+    # per-module weights change one setting of the preset and nothing else
+    modules, preset = cfg.settings("lorahub-modules"), cfg.settings("lorahub")
+    assert modules.module_groups == 2 and modules.model_copy(update={"module_groups": 1}) == preset
+    assert {"lora-fewshot", "ia3-fewshot", "full-fewshot", "zero-shot", "icl"} <= set(cfg.methods)
+    assert cfg.compare_to == ["recommended", "lorahub", "zero-shot"]
 
 
 def test_a_variant_starts_from_its_composers_compose_section():
-    cfg = load_experiment(STUDY, ["variants.cat-oracle={method: cat, settings: {epochs: 3}}",
-                                  "compose.lorahub={budget: 12}"])
+    with_variants = ["methods=[lorahub, lorahub-exact, lorahub-cma, cat, cat-oracle, zero-shot]",
+                     "variants={cat-oracle: {method: cat, selection: {filters: [oracle], k: 5}}, "
+                     "lorahub-exact: {method: lorahub, settings: {formula: exact}}, "
+                     "lorahub-cma: {method: lorahub, settings: {optimizer: CMA}}}",
+                     "compose={cat: {mix_size: 300}}", "compare_to=[lorahub, zero-shot, cat]"]
+    cfg = load_experiment(STUDY, with_variants)
+    # a variant with its own selection, and the CAT settings of the experiment (not the defaults)
+    assert cfg.selection_of("cat-oracle").filters == ["oracle"] and cfg.method_of("cat-oracle") == "cat"
+    assert cfg.settings("cat-oracle") == cfg.settings("cat") and cfg.settings("cat").mix_size == 300
+    cfg = load_experiment(STUDY, [*with_variants, "variants.cat-oracle={method: cat, settings: {epochs: 3}}",
+                                  "compose={cat: {mix_size: 300}, lorahub: {budget: 12}}"])
     assert (cfg.settings("cat-oracle").mix_size, cfg.settings("cat-oracle").epochs) == (300, 3)
     assert cfg.settings("cat").epochs == 1  # the section itself is untouched
     # a lorahub variant keeps the section's budget and its own change; a variant's own value wins
     assert (cfg.settings("lorahub-exact").budget, cfg.settings("lorahub-exact").formula) == (12, "exact")
-    cfg = load_experiment(STUDY, ["variants.lorahub-cma={method: lorahub, settings: {optimizer: CMA, budget: 7}}",
-                                  "compose.lorahub={budget: 12}"])
+    cfg = load_experiment(STUDY, [*with_variants, "compose={cat: {mix_size: 300}, lorahub: {budget: 12}}",
+                                  "variants.lorahub-cma={method: lorahub, settings: {optimizer: CMA, budget: 7}}"])
     assert (cfg.settings("lorahub-cma").budget, cfg.settings("lorahub").budget) == (7, 12)
     assert cfg.compare_to == ["lorahub", "zero-shot", "cat"]
     with pytest.raises(ConfigError, match="compare_to: nope is not evaluated"):
         load_experiment(STUDY, ["compare_to=[nope]"])
     # the default (zero-shot) applies only where zero-shot is evaluated
-    assert load_experiment("configs/demo.yaml", ["methods=[lorahub, icl]"]).compare_to == []
+    from lorasoup_core.experiment import ExperimentConfig
+
+    minimal = {"name": "m", "pool": {"tasks": ["skills:add"]}, "targets": [{"task": "skills:count_then_add"}]}
+    assert ExperimentConfig.model_validate({**minimal, "methods": ["lorahub", "icl"]}).compare_to == []
+    assert ExperimentConfig.model_validate({**minimal, "methods": ["lorahub", "zero-shot"]}).compare_to == ["zero-shot"]
 
 
 def test_eval_settings_reach_the_scoring_spec():
