@@ -153,7 +153,11 @@ def tune(base: LoadedModel, call: MethodCall, env: MethodEnv, kind: Kind) -> Met
                 seconds = time.perf_counter() - start  # choosing and the final fit
                 card.metrics["tune_seconds"] = seconds
                 card.write(staging)
-                staging.rename(done)  # `done` is complete or absent
+                try:
+                    staging.rename(done)  # `done` is complete or absent
+                except OSError:
+                    if not (done / CARD_FILE).is_file():  # not another process's finished copy of this call
+                        raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         tracking.log_params(run_id, {"method": call.method, "kind": kind, "seed": call.seed,
