@@ -7,8 +7,9 @@ the batch divided by the number of examples, + 0.05 * mean |w|; the weights are
 `ng.p.Array(init=0, lower=-1.5, upper=1.5)` (sigma = range / 6) searched by NGOpt with budget 40 and one
 worker; the result is the optimizer's recommendation; inputs up to 2048 tokens. lorasoup's own
 options are named and off by default: `formula: exact` (sum_i w_i s_i B_i A_i, no cross terms),
-`loss: per_example`, `result: best_evaluated`, and `population` k (k weight vectors scored in one
-batched forward, for optimizers whose algorithm does not change with k).
+`loss: per_example`, `result: best_evaluated`, `population` k (k weight vectors scored in one
+batched forward, for optimizers whose algorithm does not change with k), and `module_groups` G (one weight
+per adapter per block of layers, n * G searched on the same objective).
 """
 
 from __future__ import annotations
