@@ -62,7 +62,17 @@ def _peft_config(base: LoadedModel, kind: Kind, config: TrainingConfig, targets:
 
 @contextlib.contextmanager
 def trainable(base: LoadedModel, kind: Kind, config: TrainingConfig) -> Iterator[Trainable]:
-    """The base prepared for training `kind` (call under a seeded RNG: LoRA's A init draws from it)."""
+    """The base prepared for training `kind`, under a forked torch RNG seeded with `config.seed` (LoRA's A
+    init, dropout): the global RNG is left untouched."""
+    devices = [base.device] if base.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        with _prepared(base, kind, config) as job:
+            yield job
+
+
+@contextlib.contextmanager
+def _prepared(base: LoadedModel, kind: Kind, config: TrainingConfig) -> Iterator[Trainable]:
     model = base.model
     was_training = model.training
     grad_flags = {name: p.requires_grad for name, p in model.named_parameters()}

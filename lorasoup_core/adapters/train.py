@@ -126,15 +126,12 @@ def train_adapter(base: LoadedModel, task: Task, config: TrainingConfig, out_dir
     val_enc = encode_examples(base, task, task.validation[: config.max_validation], config.max_length)
     val_base = validation_loss(model, val_enc, config.eval_batch_size)
     embedding = task_embedding(base, task, n=embed_examples, seed=config.seed) if embed_examples else []
-    devices = [base.device] if base.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(config.seed)
-        with trainable(base, kind, config) as job:  # LoRA A init draws from the seeded RNG
-            metrics, curve = _fit(job.model, task.name, config, train_enc, val_enc, progress)
-            metrics["trainable_params"] = job.n_trainable
-            out_dir = Path(out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            job.save(out_dir)
+    with trainable(base, kind, config) as job:  # under a forked RNG seeded with config.seed
+        metrics, curve = _fit(job.model, task.name, config, train_enc, val_enc, progress)
+        metrics["trainable_params"] = job.n_trainable
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        job.save(out_dir)
     if val_base is not None:
         metrics["val_loss_base"] = val_base
     card = AdapterCard(name=task.name, task=task.name, base_model=base.spec, base_fingerprint=base.fingerprint,
@@ -155,18 +152,15 @@ def held_out_losses(base: LoadedModel, task: Task, held_out: list[Example], conf
     train_enc = encode_examples(base, task, task.train, config.max_length)
     held_enc = encode_examples(base, task, held_out, config.max_length)
     out: dict[int, float] = {}
-    devices = [base.device] if base.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(config.seed)
-        with trainable(base, kind, config) as job:
+    with trainable(base, kind, config) as job:
 
-            def probe(step: int) -> None:
-                if step in at_steps:
-                    job.model.eval()
-                    out[step] = validation_loss(job.model, held_enc, config.eval_batch_size)
-                    job.model.train()
+        def probe(step: int) -> None:
+            if step in at_steps:
+                job.model.eval()
+                out[step] = validation_loss(job.model, held_enc, config.eval_batch_size)
+                job.model.train()
 
-            _fit(job.model, task.name, config, train_enc, None, progress=False, probe=probe)
+        _fit(job.model, task.name, config, train_enc, None, progress=False, probe=probe)
     return out
 
 
