@@ -3,18 +3,22 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compose_step.py --model tiny-llama --candidates 20 --json
     .venv/bin/python benchmarks/compose_step.py --model smollm2-135m --candidates 20 --population 4 --optimizer CMA --json
     .venv/bin/python benchmarks/compose_step.py --model tiny-llama --candidates 20 --pool 200 --json
+    .venv/bin/python benchmarks/compose_step.py --model smollm2-135m --candidates 20 --pool 200 --filter arrow --json
 
 A pool of `--pool` adapters with random factors (PEFT, init_lora_weights=False) is written to a temp
 dir; `--candidates` of them are picked by the random filter and composed by lorahub (budget 40, NGOpt)
 on `--shots` examples of `--task`. Prints step_s (median wall seconds per objective evaluation inside
 the search, ask/tell included), forward_s (median plain HF forward with labels, no grad, of base + one
 LoRA on the same batch), overhead_ratio = step_s / forward_s, evals_per_s, peak_rss_mb (after the
-search, before the baseline is built).
+search, before the baseline is built). `--filter` picks the candidates with another filter (`arrow` needs
+no stored examples); select_s is its first selection over the pool, select_cached_s the same selection
+again (the arrow prototypes then come from their cache, a temp dir here).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -91,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
     ap.add_argument("--repeats", type=int, default=20, help="plain forwards timed")
+    ap.add_argument("--filter", default="random", choices=["random", "arrow", "loss"],
+                    help="the filter that picks --candidates of the pool (random: LoraHub's draw)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 
@@ -100,7 +106,14 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         pool = write_pool(base, args.pool or args.candidates, args.rank, Path(tmp))
         rss_pool = rss_mb()
-        sel = select_candidates(base, pool, task, shots, [FilterSpec(name="random", k=args.candidates)])
+        os.environ["LORASOUP_ARROW_CACHE"] = str(Path(tmp) / "arrow-cache")  # never the user's cache
+        chain = [FilterSpec(name=args.filter, k=args.candidates)]
+        start = time.perf_counter()
+        sel = select_candidates(base, pool, task, shots, chain)
+        select_s = time.perf_counter() - start
+        start = time.perf_counter()
+        select_candidates(base, pool, task, shots, chain)
+        select_cached_s = time.perf_counter() - start
         cfg = LorahubSettings(budget=args.budget, population=args.population, formula=args.formula,
                               optimizer=args.optimizer, engine_mode=args.engine_mode)
         start = time.perf_counter()
@@ -112,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     step_s = statistics.median(comp.diagnostics["eval_seconds"])
     out = {
         "model": args.model, "candidates": args.candidates, "pool": args.pool or args.candidates,
+        "filter": args.filter, "select_s": select_s, "select_cached_s": select_cached_s,
         "population": args.population, "budget": args.budget, "formula": args.formula, "rank": args.rank,
         "batch_shape": list(batch["input_ids"].shape), "device": str(base.device),
         "dtype": str(base.dtype).removeprefix("torch."), "optimizer": args.optimizer,

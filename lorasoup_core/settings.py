@@ -21,6 +21,8 @@ class Settings(BaseModel):
     home: Path = Field(description="Root for local state (LORASOUP_HOME, default ~/.lorasoup).")
     store_uri: str = Field(description="Artifact store root URI (LORASOUP_STORE): file://, s3:// or memory://.")
     model_cache: Path = Field(description="Converted model weights (LORASOUP_MODEL_CACHE).")
+    arrow_cache: Path = Field(description="Arrow prototypes per adapter content (LORASOUP_ARROW_CACHE, default "
+                                          "$LORASOUP_HOME/cache/arrow).")
     tracking_uri: str = Field(description="MLflow tracking URI (MLFLOW_TRACKING_URI).")
     s3_endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (LORASOUP_S3_ENDPOINT_URL or AWS_ENDPOINT_URL)."
@@ -37,6 +39,7 @@ class Settings(BaseModel):
             home=home,
             store_uri=os.environ.get("LORASOUP_STORE", (home / "artifacts").as_uri()),
             model_cache=Path(os.environ.get("LORASOUP_MODEL_CACHE", home / "models")).expanduser(),
+            arrow_cache=Path(os.environ.get("LORASOUP_ARROW_CACHE", home / "cache" / "arrow")).expanduser(),
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             s3_endpoint_url=os.environ.get("LORASOUP_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL"),
             clean_min_age_s=_minutes("LORASOUP_CLEAN_MIN_AGE", CLEAN_MIN_AGE_DEFAULT) * 60,

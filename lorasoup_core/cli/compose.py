@@ -37,7 +37,7 @@ def compose_cmd(
     list_methods: bool = typer.Option(False, "--list-methods", "--list-settings",
                                       help="Print every method (composers and baselines): what it consumes and "
                                       "yields, and its settings; then exit."),
-    filter_: str = typer.Option(None, "--filter", help="random, loss, embedding or oracle, comma-chained "
+    filter_: str = typer.Option(None, "--filter", help="random, loss, embedding, arrow or oracle, comma-chained "
                                 "(default: embedding, or the experiment's)."),
     k: int = typer.Option(None, "-k", min=1, help="Candidates kept (default 20, or the experiment's)."),
     shots: int = typer.Option(None, help="Few-shot examples to fit on (default 5, or the experiment's)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ from lorasoup_core.plugins import Registry
 
 
 class FilterSpec(StrictModel):
-    name: str = Field(description="Filter name: random, loss, embedding, same_base, compatible.")
+    name: str = Field(description="Filter name: random, loss, embedding, arrow, oracle, same_base, compatible.")
     k: int | None = Field(20, ge=1, description="Candidates kept (top-k by score); None keeps all that pass.")
     seed: int = Field(0, description="random: the sampling seed.")
 
@@ -31,3 +32,10 @@ class Selection:
 # (higher is better); hard constraints score 1.0 and leave out (and log) the ones they reject.
 Filter = Callable[[LoadedModel, list[Candidate], Task, list[Example], FilterSpec, list[str]], dict[str, float]]
 FILTERS: Registry[Filter] = Registry("candidate filter")
+
+
+def skip(log: list[str], target: Task, line: str) -> None:
+    """A candidate a ranking filter cannot score: one line naming it, in the selection log and the
+    `lorasoup.selection` logger (the filter ranks the others)."""
+    log.append(line)
+    logging.getLogger("lorasoup.selection").warning("%s: %s", target.name, line)

@@ -4,7 +4,6 @@ built from, when the target says so: an upper bound for the others)."""
 
 from __future__ import annotations
 
-import logging
 import random as _random
 
 import numpy as np
@@ -12,9 +11,7 @@ import torch
 
 from lorasoup_core.compose import CompositionError, FewShot, Stack, applied
 from lorasoup_core.compose.centroid import similarities
-from lorasoup_core.selection.base import FILTERS
-
-logger = logging.getLogger("lorasoup.selection")
+from lorasoup_core.selection.base import FILTERS, skip
 
 
 @FILTERS.register("random")
@@ -63,9 +60,7 @@ def embedding_filter(base, cands, target, shots, spec, log):
         if why is None:
             usable.append(c)
             continue
-        line = f"embedding: skipped adapter {c.name!r}: {why}"
-        log.append(line)
-        logger.warning("%s: %s", target.name, line)
+        skip(log, target, f"embedding: skipped adapter {c.name!r}: {why}")
     if not usable:
         return {}
     sims = similarities(base, usable, target, shots)

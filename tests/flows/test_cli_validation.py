@@ -34,7 +34,7 @@ def test_run_refuses_unknown_names_in_the_config(tmp_path):
     proc, shown, err = _run(write_config(tmp_path, cfg), tmp_path)
     assert proc.returncode == 2, shown
     for line in ("targets.0.task: Value error, unknown skills task 'count_then_addd'; known: add,",
-                 "selection.filters: Value error, unknown candidate filter 'embeding'; known: compatible, embedding",
+                 "selection.filters: Value error, unknown candidate filter 'embeding'; known: arrow, compatible, embedding",
                  "unknown nevergrad optimizer 'NGOptt'; did you mean NGOpt",
                  "model: Value error, device 'gpu0': expected auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps",
                  "overrides name task(s) not in the pool: count_item; pool: add, count_items"):

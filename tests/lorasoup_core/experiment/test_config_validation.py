@@ -26,7 +26,7 @@ DEMO = "configs/demo.yaml"
     (["selection.filters=[oracle]", "targets=[{task: skills:add}]"],
      r"the oracle filter needs composed targets; add is built from no pool task \(composed skills: "),
     # already refused before this change; kept here so they stay refused
-    (["selection.filters=[embeding]"], r"unknown candidate filter 'embeding'; known: compatible, embedding"),
+    (["selection.filters=[embeding]"], r"unknown candidate filter 'embeding'; known: arrow, compatible, embedding"),
     (["pool.overrides={ad: {steps: 3}}"], r"overrides name task\(s\) not in the pool: ad; pool: add"),
 ])
 def test_mistakes_fail_at_load_naming_the_value(overrides, message):

@@ -59,7 +59,7 @@ def test_constraints_drop_foreign_and_incompatible_adapters(tiny_llama, tiny_poo
 def test_bad_selection_inputs(tiny_llama, tiny_pool, target):
     task, shots = target
     assert {"random", "loss", "embedding", "same_base", "compatible"} <= set(FILTERS.names())
-    with pytest.raises(UnknownPluginError, match="unknown candidate filter 'nope'; known: compatible, embedding"):
+    with pytest.raises(UnknownPluginError, match="unknown candidate filter 'nope'; known: arrow, compatible, embedding"):
         select_candidates(tiny_llama, _cands(tiny_pool), task, shots, [FilterSpec(name="nope")])
     with pytest.raises(CompositionError, match="empty"):
         select_candidates(tiny_llama, [], task, shots, ["random"])
