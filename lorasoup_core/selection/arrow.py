@@ -112,6 +112,8 @@ def alignment(base: LoadedModel, target: Task, shots: list[Example], protos: lis
     from lorasoup_core.adapters.train import encode_examples
     from lorasoup_core.data.prompts import IGNORE
 
+    if not shots:
+        raise ValueError(f"arrow: no shots of {target.name!r} to align the adapters' prototypes with")
     modules = sorted(protos[0])
     if any(sorted(p) != modules for p in protos):
         raise ValueError("arrow: the candidates adapt different modules (run the `compatible` constraint first)")
