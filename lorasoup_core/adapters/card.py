@@ -63,8 +63,9 @@ class AdapterCard(BaseModel):
     origin: Literal["trained", "imported", "composed", "tuned"] = Field(
         "trained", description="How the adapter was made: trained for a pool task, imported, composed from the "
         "pool for a target, or tuned on a target's few shots (never a pool candidate).")
-    kind: Literal["lora", "ia3", "full"] = Field("lora", description="What was trained: a LoRA, PEFT's IA3, or "
-                                                 "every weight of the base (full_weights.safetensors).")
+    kind: Literal["lora", "ia3", "full", "arrow"] = Field(
+        "lora", description="What was made: a LoRA, PEFT's IA3, every weight of the base (full_weights.safetensors), "
+        "or an Arrow router over several LoRAs (arrow_router.json; evaluated unmerged).")
     lineage: dict[str, Any] = Field(default_factory=dict, description="Composed adapters: candidates, method, weights.")
     created_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                             description="UTC creation time (ISO 8601).")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasoup_core.adapters.kinds import FULL_WEIGHTS, full_weights
+from lorasoup_core.adapters.routed import ROUTER_FILE, arrow_model
 from lorasoup_core.bench.generation import GenerationResult, generate
 from lorasoup_core.bench.metrics import pal_scores, score_all
 from lorasoup_core.bench.stats import cell_interval, macro_interval
@@ -66,9 +67,9 @@ def resolve_adapter(adapter: str | Path, workdir: Path) -> Path:
         else:
             raise ValueError(f"adapter {text!r}: no such directory, and not an artifact URI or a registry "
                              "reference NAME@ALIAS / NAME/VERSION")
-    if not (path / ADAPTER_CONFIG).is_file() and not (path / FULL_WEIGHTS).is_file():
-        raise ValueError(f"adapter {text!r}: {path} has no {ADAPTER_CONFIG} (not a PEFT adapter directory) "
-                         f"and no {FULL_WEIGHTS} (not a full fine-tune)")
+    if not any((path / f).is_file() for f in (ADAPTER_CONFIG, FULL_WEIGHTS, ROUTER_FILE)):
+        raise ValueError(f"adapter {text!r}: {path} has no {ADAPTER_CONFIG} (not a PEFT adapter directory), "
+                         f"no {FULL_WEIGHTS} (not a full fine-tune) and no {ROUTER_FILE} (not a routed adapter)")
     return path
 
 
@@ -118,7 +119,8 @@ def _merged(model: Any, adapter: str | Path) -> Iterator[None]:
 def adapter_model(base: LoadedModel, adapter: str | Path | None, merge: bool = False) -> Iterator[Any]:
     """The base with a PEFT adapter loaded for the block, unloaded afterwards so the shared base stays
     exactly as it was. ``merge`` folds the adapter into the base weights while the block runs (cheaper
-    per forward than PEFT's extra per-layer matmuls) and restores them bit for bit."""
+    per forward than PEFT's extra per-layer matmuls) and restores them bit for bit; a routed adapter (Arrow)
+    mixes its experts per token and always runs unmerged."""
     if adapter is None:
         yield base.model
         return
@@ -129,6 +131,10 @@ def adapter_model(base: LoadedModel, adapter: str | Path | None, merge: bool = F
         _warn_on_other_base(base, path, adapter)
         if (path / FULL_WEIGHTS).is_file():  # a full fine-tune: its weights swapped in, the base's copied back
             with full_weights(base, path) as model:
+                yield model
+            return
+        if (path / ROUTER_FILE).is_file():
+            with _routed(base, path, adapter) as model:
                 yield model
             return
         try:
@@ -143,6 +149,21 @@ def adapter_model(base: LoadedModel, adapter: str | Path | None, merge: bool = F
         finally:
             model.unload()  # swaps the base layers back in (no unmerge: _merged restored their weights)
             _strip_adapter_layers(base.model)
+
+
+@contextlib.contextmanager
+def _routed(base: LoadedModel, path: Path, adapter: str | Path) -> Iterator[Any]:
+    """PEFT's Arrow model over a routed adapter's experts for the block; the plain layers put back after."""
+    try:
+        model = arrow_model(base.model, path).eval()
+    except Exception as err:
+        _strip_adapter_layers(base.model)
+        raise ValueError(f"adapter {str(adapter)!r} cannot be loaded onto base {base.spec!r}: {err}") from None
+    try:
+        yield model
+    finally:
+        model.unload()
+        _strip_adapter_layers(base.model)
 
 
 def _warn_on_other_base(base: LoadedModel, path: Path, adapter: str | Path) -> None:
