@@ -31,8 +31,8 @@ def compose_cmd(
     method: str = typer.Option("recommended", help="A method that yields an adapter: recommended (lorasoup's pick: "
                                "LoraHub's search over the embedding filter's candidates), lorahub (the paper's), "
                                "cat, cat_fewshot, uniform, ties, dare_ties, centroid, lora-fewshot, ia3-fewshot, "
-                               "full-fewshot, ... (--list-methods; with an experiment --config: any name in its "
-                               "`methods`, variants included)."),
+                               "full-fewshot, arrow (per-token routing, evaluated unmerged), ... (--list-methods; "
+                               "with an experiment --config: any name in its `methods`, variants included)."),
     sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-methods."),
     list_methods: bool = typer.Option(False, "--list-methods", "--list-settings",
                                       help="Print every method (composers and baselines): what it consumes and "

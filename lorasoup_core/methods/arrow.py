@@ -70,6 +70,9 @@ def route(base: LoadedModel, call: MethodCall, env: MethodEnv, general: list[tup
     """Write the routed adapter over `call.candidates` (with GenKnowSub's `general` adapters, if any)."""
     settings: ArrowSettings = call.settings  # type: ignore[assignment]
     target, label = call.target, call.name
+    if call.export_rank:
+        raise MethodError(f"method {label!r}: a routed adapter mixes its candidates per token and cannot be "
+                          "exported as one LoRA of capped rank (export_rank); evaluate or serve it through PEFT")
     rank, alpha, modules = _check_experts(call.candidates, label)
     if general:
         _check_experts([Candidate(n, p) for n, p in general] + call.candidates[:1], label)

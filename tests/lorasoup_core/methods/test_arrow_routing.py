@@ -93,6 +93,13 @@ def test_top_k_is_capped_at_the_candidates(tiny_llama, tiny_pool, tmp_path, targ
     assert torch.equal(_our_logits(tiny_llama, out.adapter_dir), theirs)
 
 
+def test_no_export_rank_for_a_routed_adapter(tiny_llama, tiny_pool, tmp_path, target):
+    call = _call("arrow", target, _cands(tiny_pool))
+    call.export_rank = 16
+    with pytest.raises(MethodError, match="cannot be exported as one LoRA"):
+        METHODS.get("arrow").run(tiny_llama, call, _env(tmp_path))
+
+
 def test_registered_and_evaluated_like_any_adapter(tiny_llama, tiny_pool, tmp_path, target):
     out = METHODS.get("arrow").run(tiny_llama, _call("arrow", target, _cands(tiny_pool)), _env(tmp_path))
     reg = AdapterRegistry()
@@ -145,3 +152,33 @@ def test_an_expert_with_nan_or_zero_factors_is_refused_by_name(tiny_llama, tiny_
     cands = [*_cands(tiny_pool)[:2], _broken_copy(tiny_pool["first_item"], tmp_path / how, how)]
     with pytest.raises(MethodError, match=f"adapter 'broken-{how}' cannot be an Arrow expert"):
         METHODS.get("arrow").run(tiny_llama, _call("arrow", target, cands), _env(tmp_path))
+
+
+def test_compose_routes_an_imported_pool_without_examples(tiny_pool, tmp_path):
+    """A pool whose cards hold no stored examples (imported): `compose --filter arrow --method arrow` ranks
+    it from the weights and registers a routed adapter that `lorasoup eval` scores; the embedding filter
+    has nothing to rank."""
+    from typer.testing import CliRunner
+
+    from lorasoup_core.cli import app
+
+    reg = AdapterRegistry()
+    for skill in SKILLS:
+        dest = tmp_path / "imported" / skill
+        dest.mkdir(parents=True)
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            (dest / f).write_bytes((tiny_pool[skill] / f).read_bytes())
+        card = AdapterCard.read(tiny_pool[skill]).model_copy(update={"embedding": [], "origin": "imported"})
+        card.write(dest)
+        reg.register(card, dest)
+    run = CliRunner().invoke
+    args = ["compose", "--model", "tiny-llama", "--target", "skills:count_then_add", "-k", "2"]
+    out = run(app, [*args, "--filter", "embedding", "--method", "uniform"])
+    assert out.exit_code != 0 and "no stored embedding" in out.output, out.output
+    out = run(app, [*args, "--filter", "arrow", "--method", "arrow"])
+    assert out.exit_code == 0, out.output
+    assert "selection arrow: arrow: kept 2 of 3" in out.output, out.output
+    assert "registered lorasoup.tiny-llama.count_then_add-arrow/1" in out.output, out.output
+    out = run(app, ["eval", "--model", "tiny-llama", "--benchmark", "skills", "--tasks", "count_then_add",
+                    "--limit", "2", "--adapter", "lorasoup.tiny-llama.count_then_add-arrow/1"])
+    assert out.exit_code == 0 and "count_then_add" in out.output, out.output
