@@ -40,7 +40,8 @@ def _known(registry: Any, names: Any) -> Any:
 
 class SelectionConfig(StrictModel):
     filters: list[str] = Field(["embedding"], description="Candidate filters, applied in order: random, loss, "
-                               "embedding, arrow (no stored examples needed), oracle (a composed skill's own components).")
+                               "embedding, arrow (no stored examples needed), embedding-or-arrow (arrow where some "
+                               "candidate has no stored examples), oracle (a composed skill's own components).")
     k: int = Field(20, ge=1, description="Candidates kept for composition.")
     exclude_target: bool = Field(True, description="Never offer the target's own adapter when the pool has one "
                                  "(leave-one-out: the target is unseen).")

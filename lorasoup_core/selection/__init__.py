@@ -16,7 +16,7 @@ from collections.abc import Collection
 from lorasoup_core.compose import Candidate, CompositionError
 from lorasoup_core.data import Example, Task
 from lorasoup_core.models import LoadedModel
-from lorasoup_core.selection import arrow, constraints, scorers  # noqa: F401  (register the filters)
+from lorasoup_core.selection import arrow, constraints, fallback, scorers  # noqa: F401  (register the filters)
 from lorasoup_core.selection.base import FILTERS, FilterSpec, Selection
 
 logger = logging.getLogger("lorasoup.selection")

@@ -16,7 +16,8 @@ from lorasoup_core.plugins import Registry
 
 
 class FilterSpec(StrictModel):
-    name: str = Field(description="Filter name: random, loss, embedding, arrow, oracle, same_base, compatible.")
+    name: str = Field(description="Filter name: random, loss, embedding, arrow, embedding-or-arrow, oracle, same_base, "
+                      "compatible.")
     k: int | None = Field(20, ge=1, description="Candidates kept (top-k by score); None keeps all that pass.")
     seed: int = Field(0, description="random: the sampling seed.")
 

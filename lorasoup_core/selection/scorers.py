@@ -35,7 +35,7 @@ def loss_filter(base, cands, target, shots, spec, log):
     return out
 
 
-def _embedding_problem(c, size: int | None) -> str | None:
+def embedding_problem(c, size: int | None) -> str | None:
     """Why a candidate's stored embedding cannot be compared (None when it can)."""
     if c.card is None or not c.card.embedding:
         return ("no stored embedding (its card lacks one; an adapter imported without examples.jsonl has none)")
@@ -56,7 +56,7 @@ def embedding_filter(base, cands, target, shots, spec, log):
     size = getattr(getattr(base.model, "config", None), "hidden_size", None)
     usable = []
     for c in cands:
-        why = _embedding_problem(c, size if isinstance(size, int) else None)
+        why = embedding_problem(c, size if isinstance(size, int) else None)
         if why is None:
             usable.append(c)
             continue

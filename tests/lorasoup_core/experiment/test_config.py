@@ -26,13 +26,17 @@ def test_overrides_are_dotted_yaml_values_validated_like_the_file():
 def test_study_config_compares_at_equal_k():
     cfg = load_experiment(STUDY)
     # the paper preset draws at random; lorasoup's pipeline ranks by embedding; both keep the same k
-    assert cfg.selection_of("lorahub").filters == ["random"] and cfg.selection_of("recommended").filters == ["embedding"]
+    assert cfg.selection_of("lorahub").filters == ["random"] and cfg.selection_of("recommended").filters == ["embedding-or-arrow"]
     assert cfg.selection_of("recommended").k == cfg.selection_of("lorahub-modules").k == cfg.selection.k == 5
     # per-module weights change one setting of the preset and nothing else
     modules, preset = cfg.settings("lorahub-modules"), cfg.settings("lorahub")
     assert modules.module_groups == 2 and modules.model_copy(update={"module_groups": 1}) == preset
     assert {"lora-fewshot", "ia3-fewshot", "full-fewshot", "zero-shot", "icl"} <= set(cfg.methods)
-    assert cfg.compare_to == ["recommended", "lorahub", "zero-shot"]
+    assert cfg.compare_to[:3] == ["recommended", "lorahub", "zero-shot"]
+    # the filters from the weights, the embedding and the oracle at the same k; routing over the whole pool
+    assert [cfg.selection_of(m).k for m in ("lorahub-arrow", "lorahub-oracle")] == [5, 5]
+    assert cfg.selection_of("lorahub-arrow").filters == ["arrow"] and cfg.method_of("arrow-pool") == "arrow"
+    assert cfg.selection_of("arrow-pool").k == cfg.selection_of("arrow-gks-pool").k == len(cfg.pool.tasks)
 
 
 def test_a_variant_starts_from_its_composers_compose_section():

@@ -24,7 +24,7 @@ def test_recommended_selects_by_embedding_in_an_experiment_that_draws_at_random(
         "targets": [{"task": "skills:count_then_add"}], "selection": {"filters": ["random"], "k": 2},
         "methods": ["lorahub", "recommended", "zero-shot"]})
     assert cfg.selection_of("lorahub").filters == ["random"]
-    assert cfg.selection_of("recommended").filters == ["embedding"] and cfg.selection_of("recommended").k == 2
+    assert cfg.selection_of("recommended").filters == ["embedding-or-arrow"] and cfg.selection_of("recommended").k == 2
     assert cfg.settings("recommended") == LorahubSettings()  # the paper's search settings
 
 
@@ -67,4 +67,4 @@ def test_compose_without_a_method_runs_recommended(tiny_pool):
                                    "--set", "budget=4"])
     assert out.exit_code == 0, out.output
     assert "registered lorasoup.tiny-llama.count_then_add-recommended/" in out.output
-    assert "selection embedding: embedding: kept 2 of 3" in out.output, out.output
+    assert "selection embedding-or-arrow: embedding-or-arrow: kept 2 of 3" in out.output, out.output

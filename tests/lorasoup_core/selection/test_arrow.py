@@ -116,6 +116,24 @@ def test_an_imported_pool_without_examples_is_ranked_where_embedding_has_nothing
     assert [c.name for c in full.candidates] == [c.name for c in sel.candidates]
 
 
+def test_embedding_or_arrow_is_embedding_unless_an_adapter_lacks_examples(tiny_llama, tiny_pool, target):
+    """What `recommended` selects with: with every card's embedding, the embedding filter's scores; with one
+    adapter imported without examples, the arrow filter's scores for all of them, and a line naming it."""
+    task, shots = target
+    carded = [Candidate(n, p, AdapterCard.read(p)) for n, p in tiny_pool.items()]
+
+    def scores(pool, name):
+        return select_candidates(tiny_llama, pool, task, shots, [FilterSpec(name=name, k=None)])
+
+    assert scores(carded, "embedding-or-arrow").scores == scores(carded, "embedding").scores
+    imported = [*carded[:-1], Candidate(carded[-1].name, carded[-1].path,
+                                        carded[-1].card.model_copy(update={"embedding": []}))]
+    mixed = scores(imported, "embedding-or-arrow")
+    assert mixed.scores == scores(imported, "arrow").scores and len(mixed.scores) == len(carded)
+    assert any(line.startswith("embedding-or-arrow: 1 of 11 candidates have no usable stored embedding "
+                               f"({carded[-1].name!r})") for line in mixed.log), mixed.log
+
+
 @pytest.mark.parametrize("poison", ["nan", "zero"])
 def test_broken_factors_are_refused_naming_the_adapter(tiny_llama, tmp_path, target, poison, caplog):
     task, shots = target
