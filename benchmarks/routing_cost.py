@@ -7,7 +7,9 @@ A pool of random rank-`--rank` LoRAs (as `compose_step.py` writes them) is route
 (a routed adapter over the first n, top-k 3) and scored by the evaluation harness on `--limit` examples of
 `--task`, generation and all; the baseline is one of the same LoRAs merged into the base (what every
 composition is evaluated as). Prints merged_s_per_example and, per n, routed_s_per_example and its ratio
-to the merged one (each the median of `--repeats` harness runs, after one warm-up).
+to the merged one (generation time: each the median of `--repeats` harness runs, after one warm-up), and
+setup_s: the rest of a harness run's wall time (loading and merging the adapter; building PEFT's Arrow
+model, which loads every routed adapter).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -28,12 +31,17 @@ from lorasoup_core.data import load_task
 from lorasoup_core.models import load_model
 
 
-def seconds_per_example(base, task, adapter: Path, limit: int, repeats: int) -> float:
-    runs = []
+def seconds_per_example(base, task, adapter: Path, limit: int, repeats: int) -> tuple[float, float]:
+    """(generation seconds per example, setup seconds per harness run: its wall time less the generation,
+    i.e. loading and merging the adapter, or building PEFT's Arrow model over every routed adapter)."""
+    per_example, setup = [], []
     for _ in range(repeats + 1):  # the first is a warm-up (and builds the routed model's prototypes)
+        start = time.perf_counter()
         report = evaluate_task(base, task, mode="adapter", adapter=adapter, limit=limit, progress=False)
-        runs.append(report.throughput["seconds"] / report.throughput["examples"])
-    return statistics.median(runs[1:])
+        generation = report.throughput["seconds"]
+        per_example.append(generation / report.throughput["examples"])
+        setup.append(time.perf_counter() - start - generation)
+    return statistics.median(per_example[1:]), statistics.median(setup[1:])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -54,18 +62,19 @@ def main(argv: list[str] | None = None) -> dict:
     task = load_task(args.task)
     with tempfile.TemporaryDirectory() as tmp:
         pool = write_pool(base, max(sizes), args.rank, Path(tmp))
-        merged = seconds_per_example(base, task, pool[0].path, args.limit, args.repeats)
+        merged, merged_setup = seconds_per_example(base, task, pool[0].path, args.limit, args.repeats)
         routed = []
         for n in sizes:
             out = Path(tmp) / f"routed-{n}"
             out.mkdir()
             write_routed(out, [(c.name, c.path) for c in pool[:n]], [], top_k=args.top_k, router_temperature=1.0,
                          rng_seed=0)
-            s = seconds_per_example(base, task, out, args.limit, args.repeats)
-            routed.append({"experts": n, "routed_s_per_example": s, "ratio_to_merged": s / merged})
+            s, setup = seconds_per_example(base, task, out, args.limit, args.repeats)
+            routed.append({"experts": n, "routed_s_per_example": s, "ratio_to_merged": s / merged,
+                           "setup_s": setup})
     return emit({"model": args.model, "device": args.device, "threads": torch.get_num_threads(), "rank": args.rank,
                  "top_k": args.top_k, "task": args.task, "limit": args.limit, "repeats": args.repeats,
-                 "merged_s_per_example": merged, "routed": routed}, args.json)
+                 "merged_s_per_example": merged, "merged_setup_s": merged_setup, "routed": routed}, args.json)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def test_prints_merged_and_routed_cost_per_example(tmp_path):
     shown = f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, shown
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["merged_s_per_example"] > 0, shown
+    assert out["merged_s_per_example"] > 0 and out["merged_setup_s"] > 0, shown
     assert [r["experts"] for r in out["routed"]] == [2, 4], shown
-    assert all(r["routed_s_per_example"] > 0 and r["ratio_to_merged"] > 0 for r in out["routed"]), shown
+    assert all(r["routed_s_per_example"] > 0 and r["ratio_to_merged"] > 0 and r["setup_s"] > 0
+               for r in out["routed"]), shown
