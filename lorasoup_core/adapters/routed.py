@@ -36,10 +36,6 @@ class RouterFile(StrictModel):
                                "Arrow).")
 
 
-def is_routed(path: str | Path) -> bool:
-    return (Path(path) / ROUTER_FILE).is_file()
-
-
 def _copy_peft(src: Path, dest: Path) -> None:
     dest.mkdir(parents=True)
     for name in _PEFT_FILES:  # the adapter only: no examples, no card of its own

@@ -31,15 +31,16 @@ def compose_cmd(
     method: str = typer.Option("recommended", help="A method that yields an adapter: recommended (lorasoup's pick: "
                                "LoraHub's search over the embedding filter's candidates, the arrow filter's where "
                                "adapters lack stored examples), lorahub (the paper's), cat, cat_fewshot, uniform, "
-                               "ties, dare_ties, centroid, lora-fewshot, ia3-fewshot, "
-                               "full-fewshot, arrow (per-token routing, evaluated unmerged), ... (--list-methods; "
+                               "ties, dare_ties, centroid, lora-fewshot, ia3-fewshot, full-fewshot, arrow "
+                               "(per-token routing, evaluated unmerged), ... (--list-methods; "
                                "with an experiment --config: any name in its `methods`, variants included)."),
     sets: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE (repeatable); see --list-methods."),
     list_methods: bool = typer.Option(False, "--list-methods", "--list-settings",
                                       help="Print every method (composers and baselines): what it consumes and "
                                       "yields, and its settings; then exit."),
-    filter_: str = typer.Option(None, "--filter", help="random, loss, embedding, arrow, embedding-or-arrow or oracle, comma-chained "
-                                "(default: embedding, or the experiment's)."),
+    filter_: str = typer.Option(None, "--filter", help="random, loss, embedding, arrow, embedding-or-arrow or "
+                                "oracle, comma-chained (default: the method's own, embedding-or-arrow for "
+                                "recommended; else embedding, or the experiment's)."),
     k: int = typer.Option(None, "-k", min=1, help="Candidates kept (default 20, or the experiment's)."),
     shots: int = typer.Option(None, help="Few-shot examples to fit on (default 5, or the experiment's)."),
     model: str = typer.Option(None, help="Base model spec, the pool's (default smollm2-135m, or the experiment's)."),
